@@ -1,0 +1,173 @@
+"""The mode switch: which file each exercise module is loaded from.
+
+`WORKBOOK_IMPL` (read once, when `workbook` is first imported):
+
+- unset or ``learner``: every exercise module is the learner's own file under ``workbook/``.
+- ``solutions``: every exercise module is loaded from ``solutions/`` instead.
+- ``solutions:01,02,05-08``: only the listed stages come from ``solutions/``.
+
+The swap happens in an import hook, under the *same* module name: ``workbook.model.attention``
+is either ``workbook/model/attention.py`` or ``solutions/model/attention.py``.  So a learner's
+``block.py`` that does ``from workbook.model.attention import Attention`` gets the reference
+Attention exactly when stage 03 is in the list.
+
+A second, private namespace, ``_workbook_reference``, always maps to the reference.  The checks
+import the reference from there to compare it with the learner's code.  Reference files import
+each other with relative imports (``from .rope import ...``), so inside ``_workbook_reference``
+they form a closed, all-reference world.
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import types
+from pathlib import Path
+
+from . import stages
+
+ENV_VAR = "WORKBOOK_IMPL"
+PACKAGE_DIR = Path(__file__).resolve().parent
+SOLUTIONS_DIR = PACKAGE_DIR.parent / "solutions"
+REF_PACKAGE = "_workbook_reference"
+
+
+class ModeError(ValueError):
+    """A malformed WORKBOOK_IMPL value."""
+
+
+def parse_mode(value: str | None) -> frozenset[str]:
+    """Return the set of stage ids that use the reference implementation.
+
+    >>> sorted(parse_mode("solutions:01,05-07"))
+    ['01', '05', '06', '07']
+    """
+    text = (value or "").strip()
+    if text in ("", "learner"):
+        return frozenset()
+    if text == "solutions":
+        return frozenset(stages.BY_ID)
+    if not text.startswith("solutions:"):
+        raise ModeError(
+            f"{ENV_VAR}={value!r} 无法识别。可选：learner、solutions、solutions:01,02,05-08"
+        )
+    chosen: set[str] = set()
+    for part in text[len("solutions:"):].split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        try:
+            ids = [stages.get(lo).id] if not hi else [
+                s.id for s in stages.STAGES if stages.get(lo).id <= s.id <= stages.get(hi).id
+            ]
+        except stages.UnknownStage as e:
+            raise ModeError(f"{ENV_VAR}={value!r}：{e}") from None
+        if hi and not ids:
+            raise ModeError(f"{ENV_VAR}={value!r}：范围 '{part}' 是空的（起点要小于终点）")
+        chosen.update(ids)
+    if not chosen:
+        raise ModeError(f"{ENV_VAR}={value!r}：冒号后面没有阶段编号，例如 solutions:01-03")
+    return frozenset(chosen)
+
+
+def describe(reference: frozenset[str]) -> str:
+    """One line for humans: which mode is active."""
+    if not reference:
+        return "learner（全部用你自己的代码）"
+    if reference == frozenset(stages.BY_ID):
+        return "solutions（全部用参考实现）"
+    return "solutions:" + ",".join(sorted(reference)) + "（这些阶段用参考实现，其余用你的代码）"
+
+
+def _file_spec(fullname: str, path: Path) -> importlib.machinery.ModuleSpec | None:
+    if not path.is_file():
+        return None
+    return importlib.util.spec_from_file_location(fullname, path)
+
+
+class _BlankPackage(importlib.abc.Loader):
+    """Loader for the packages of the reference namespace: empty modules with a __path__."""
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        module.__doc__ = "Reference namespace package (see workbook._modes)."
+
+
+class ImplFinder(importlib.abc.MetaPathFinder):
+    """Resolves exercise modules to the learner's file or the reference file."""
+
+    def __init__(self, reference: frozenset[str]):
+        self.reference = reference
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.startswith("workbook."):
+            rel = fullname[len("workbook."):]
+            stage_id = stages.MODULE_STAGE.get(rel)
+            if stage_id is not None and stage_id in self.reference:
+                return _file_spec(fullname, SOLUTIONS_DIR / (rel.replace(".", "/") + ".py"))
+            return None  # the normal path finder loads the learner's file
+        if fullname == REF_PACKAGE or fullname.startswith(REF_PACKAGE + "."):
+            rel = fullname[len(REF_PACKAGE) + 1:]
+            rel_path = rel.replace(".", "/")
+            if rel in stages.MODULE_STAGE:
+                return _file_spec(fullname, SOLUTIONS_DIR / (rel_path + ".py"))
+            if rel == "" or (PACKAGE_DIR / rel_path).is_dir():
+                spec = importlib.machinery.ModuleSpec(fullname, _BlankPackage(), is_package=True)
+                spec.submodule_search_locations = []
+                return spec
+            # provided (non-exercise) module used by the reference: the workbook's own file
+            return _file_spec(fullname, PACKAGE_DIR / (rel_path + ".py"))
+        return None
+
+
+_finder: ImplFinder | None = None
+
+
+def install() -> ImplFinder:
+    """Put the finder first on sys.meta_path (idempotent). Reads WORKBOOK_IMPL."""
+    global _finder
+    if _finder is None:
+        _finder = ImplFinder(parse_mode(os.environ.get(ENV_VAR)))
+        sys.meta_path.insert(0, _finder)
+    return _finder
+
+
+def reference_stages() -> frozenset[str]:
+    """Stage ids that currently resolve to the reference."""
+    return install().reference
+
+
+def uses_reference(stage_id: str) -> bool:
+    return stages.get(stage_id).id in reference_stages()
+
+
+def impl_module(rel: str) -> types.ModuleType:
+    """The module the workbook runs for `rel` (e.g. "model.norm") in the current mode."""
+    install()
+    return importlib.import_module(f"workbook.{rel}")
+
+
+def reference_module(rel: str) -> types.ModuleType:
+    """The reference implementation of `rel`, whatever the mode."""
+    install()
+    return importlib.import_module(f"{REF_PACKAGE}.{rel}")
+
+
+def reload_exercises() -> None:
+    """Re-execute every loaded exercise module, in stage order.
+
+    A learner edits ``norm.py`` and re-runs the check cell in the same kernel: without this the
+    check would test the code as it was when first imported.  Stage order makes a reloaded
+    ``block.py`` pick up the freshly reloaded ``attention.py``.
+    """
+    importlib.invalidate_caches()
+    for stage in stages.STAGES:
+        for rel in stage.modules:
+            mod = sys.modules.get(f"workbook.{rel}")
+            if mod is not None:
+                importlib.reload(mod)

@@ -1,0 +1,58 @@
+"""What the notebooks call: ``check``, ``hint``, ``needs``, ``progress``, ``mode``."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from . import _modes, stages
+
+
+class CheckNotPassed(Exception):
+    """Raised by the notebook's check cell so that the cell (and nbval) shows a failure."""
+
+
+def check(stage_id: str | int) -> None:
+    """Run a stage's check, print the result, and raise CheckNotPassed if it failed.
+
+    Same check, same message as ``python -m workbook check ID``.
+    """
+    __tracebackhide__ = True  # IPython: keep the traceback to the cell itself
+    from .checks.harness import run_check
+
+    result = run_check(str(stage_id))
+    print(result.report())
+    if not result.passed:
+        raise CheckNotPassed(f"{result.stage.id} 的检查没有通过（原因见上方）。") from None
+
+
+def hint(stage_id: str | int, level: int | None = None) -> None:
+    """Print the next hint of a stage (or hint `level`)."""
+    from .hints import show
+
+    print(show(str(stage_id), level))
+
+
+def progress() -> None:
+    """Print every stage's status and the next step (same as ``python -m workbook progress``)."""
+    from .progress import table
+
+    print(table())
+
+
+def mode() -> str:
+    """Describe the active WORKBOOK_IMPL mode."""
+    return _modes.describe(_modes.reference_stages())
+
+
+@contextmanager
+def needs(stage_id: str | int):
+    """For experiment cells that run the learner's code before it is written.
+
+    Inside the block, a stub's NotImplementedError is turned into a short note instead of an
+    error, so the notebook still runs top to bottom.  Any other exception goes through.
+    """
+    stage = stages.get(stage_id)
+    try:
+        yield
+    except NotImplementedError:
+        print(f"⏳ 这个实验要用到你在 {stage.id} 写的代码（{', '.join(stage.files())}），"
+              f"它还没写完。写完后重新运行这个单元格。")

@@ -1,0 +1,1 @@
+"""The MiniMind model, one module per concept (stages 01–08)."""

@@ -1,0 +1,58 @@
+"""The rustlings-style progress table: every stage, its status, and the next step."""
+from __future__ import annotations
+
+from . import _modes, stages
+from .checks import harness
+
+_LABEL = {
+    harness.PASS: "✓ 通过",
+    harness.REFERENCE: "✓ 参考实现",
+    harness.FAIL: "✗ 未通过",
+    harness.TODO: "✗ 还没写",
+    harness.BLOCKED: "· 等前置阶段",
+    harness.SOON: "… 编写中",
+}
+
+
+def _width(text: str) -> int:
+    """Display width: CJK characters take two terminal columns."""
+    return sum(2 if ord(ch) > 0x2E80 else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - _width(text))
+
+
+def results() -> list[harness.Result]:
+    memo: dict = {}
+    _modes.reload_exercises()
+    out = []
+    for stage in stages.STAGES:
+        if stage.id not in memo:
+            memo[stage.id] = harness.run_check(stage.id, _memo=memo)
+        out.append(memo[stage.id])
+    return out
+
+
+def table(res: list[harness.Result] | None = None) -> str:
+    res = results() if res is None else res
+    title_w = max(_width(r.stage.title) for r in res) + 2
+    lines = [f"MiniMind Workbook 进度 (progress)    模式 (WORKBOOK_IMPL)：{_modes.describe(_modes.reference_stages())}",
+             "",
+             f"  {'阶段':<4}{_pad('内容', title_w)}{'状态'}"]
+    for r in res:
+        lines.append(f"  {r.stage.id:<6}{_pad(r.stage.title, title_w)}{_LABEL[r.status]}")
+    done = sum(r.passed for r in res)
+    open_ = [r for r in res if r.status != harness.SOON]
+    lines += ["", f"已完成 {done}/{len(open_)} 个开放的阶段。"]
+    nxt = next((r for r in res if r.status in (harness.TODO, harness.FAIL)), None)
+    if nxt is None:
+        nxt = next((r for r in res if r.status == harness.BLOCKED), None)
+    if nxt is None:
+        lines.append("下一步：全部开放的阶段都通过了 🎉")
+    else:
+        s = nxt.stage
+        files = "、".join(s.files()) or "（本阶段不写新文件）"
+        lines.append(f"下一步 (next)：打开 {s.notebook}，{s.goal}（{files}），"
+                     f"然后运行 python -m workbook check {s.id}")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""The stage registry: one row per lesson.
+
+Everything else (the mode switch, the checks, `progress`, the notebook tests) reads this table,
+so a new stage is added here first. Pure data: importing it must stay cheap (no torch).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Stage:
+    id: str  # two digits, "00" … "13"
+    slug: str  # file-name part: notebooks/{id}_{slug}.ipynb, workbook/checks/stage{id}.py
+    title: str  # short Chinese title with the English term
+    modules: tuple[str, ...] = ()  # exercise modules, dotted, relative to the `workbook` package
+    requires: tuple[str, ...] = ()  # stage ids whose checks must pass first
+    goal: str = ""  # what the learner writes, one line (Chinese)
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def notebook(self) -> str:
+        return f"notebooks/{self.id}_{self.slug}.ipynb"
+
+    @property
+    def name(self) -> str:
+        return f"{self.id} {self.slug}"
+
+    def files(self) -> list[str]:
+        return [f"workbook/{m.replace('.', '/')}.py" for m in self.modules]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("00", "welcome", "欢迎 & 模型配置 (MiniMindConfig)", ("config",), (),
+          "写 MiniMindConfig：默认值、intermediate_size 规则、参数校验"),
+    Stage("01", "rmsnorm", "均方根归一化 (RMSNorm)", ("model.norm",), (),
+          "写 RMSNorm：fp32 里归一化，再乘 weight"),
+    Stage("02", "rope", "旋转位置编码 (RoPE + YaRN)", ("model.rope",), (),
+          "写 precompute_freqs_cis 和 apply_rotary_pos_emb"),
+    Stage("03", "attention", "注意力 (Attention: GQA, mask, KV cache)", ("model.attention",), ("00", "02"),
+          "写 repeat_kv 和 Attention"),
+    Stage("04", "feedforward", "前馈网络 (FeedForward, SwiGLU)", ("model.feedforward",), ("00",),
+          "写 FeedForward"),
+    Stage("05", "moe", "混合专家 (MoE)", ("model.moe",), ("00", "04"),
+          "写 MoEGate 和 MOEFeedForward"),
+    Stage("06", "block", "Transformer 层 (MiniMindBlock)", ("model.block",), ("01", "03", "04", "05"),
+          "写 MiniMindBlock（pre-norm 残差）"),
+    Stage("07", "model", "主干模型 (MiniMindModel)", ("model.minimind",), ("02", "06"),
+          "写 MiniMindModel"),
+    Stage("08", "causal_lm", "语言模型头 (MiniMindForCausalLM)", ("model.causal_lm",), ("07",),
+          "写 MiniMindForCausalLM：loss、logits_to_keep、generate"),
+    Stage("09", "tokenizer", "分词器 (BPE tokenizer)", ("data.tokenizer",), (),
+          "在语料上训练 byte-level BPE 分词器"),
+    Stage("10", "pretrain_dataset", "预训练数据集 (PretrainDataset)", ("data.dataset",), (),
+          "写 PretrainDataset"),
+    Stage("11", "train_loop", "训练循环 (training loop)", ("train.loop",), ("08", "10"),
+          "写 get_lr、混合精度、梯度累积、裁剪、train_epoch"),
+    Stage("12", "ddp", "分布式数据并行 (DDP)", ("train.distributed",), ("11",),
+          "写 init_distributed_mode、DistributedSampler、DDP 包装"),
+    Stage("13", "pretrain_and_export", "预训练与导出 (pretrain & export)", (), ("11",),
+          "用你自己的包预训练、画 loss、写诗、导出"),
+)
+
+BY_ID: dict[str, Stage] = {s.id: s for s in STAGES}
+
+# dotted module (relative to `workbook`) -> stage id
+MODULE_STAGE: dict[str, str] = {m: s.id for s in STAGES for m in s.modules}
+
+
+class UnknownStage(KeyError):
+    def __str__(self) -> str:  # KeyError would print the repr
+        return self.args[0]
+
+
+def get(stage_id: str | int) -> Stage:
+    """Look a stage up by id; accepts 1, "1", "01" and "01_rmsnorm"."""
+    key = str(stage_id).strip().split("_")[0].split(" ")[0]
+    if key.isdigit():
+        key = f"{int(key):02d}"
+    if key not in BY_ID:
+        known = ", ".join(BY_ID)
+        raise UnknownStage(f"没有阶段 (stage) '{stage_id}'。可选：{known}")
+    return BY_ID[key]
