@@ -10,14 +10,31 @@ class CheckNotPassed(Exception):
     """Raised by the notebook's check cell so that the cell (and nbval) shows a failure."""
 
 
+def _short_traceback(shell, etype, value, tb, tb_offset=None):
+    """IPython handler for CheckNotPassed: the diagnostic is already printed; skip the stack."""
+    stb = [f"{etype.__name__}: {value}"]
+    shell._showtraceback(etype, value, stb)
+    return stb
+
+
+def _install_ipython_handler() -> None:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.set_custom_exc((CheckNotPassed,), _short_traceback)
+
+
 def check(stage_id: str | int) -> None:
     """Run a stage's check, print the result, and raise CheckNotPassed if it failed.
 
     Same check, same message as ``python -m workbook check ID``.
     """
-    __tracebackhide__ = True  # IPython: keep the traceback to the cell itself
     from .checks.harness import run_check
 
+    _install_ipython_handler()
     result = run_check(str(stage_id))
     print(result.report())
     if not result.passed:

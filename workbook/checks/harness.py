@@ -104,8 +104,11 @@ def run_check(stage_id: str, impl: types.ModuleType | None = None, *,
                               f"先通过 {p.id} {p.slug}（{p.title}）：这一阶段要用到它。"
                               f"运行 python -m workbook check {p.id} 看看哪里不对。")
 
-    if impl is None and stage.modules and _modes.uses_reference(stage.id):
-        return Result(stage, REFERENCE, "当前模式使用参考实现 (reference)，这一阶段自动通过。")
+    # As a prerequisite (or in `progress`), a stage served by the reference counts as passed
+    # without running; asked for directly, its check really runs (reference against reference).
+    on_reference = impl is None and bool(stage.modules) and _modes.uses_reference(stage.id)
+    if on_reference and _memo is not None:
+        return Result(stage, REFERENCE, "当前模式使用参考实现 (reference)。")
 
     try:
         if impl is None:
@@ -126,6 +129,8 @@ def run_check(stage_id: str, impl: types.ModuleType | None = None, *,
         if where:
             msg += f"\n出错位置：{where}"
         return Result(stage, FAIL, msg)
+    if on_reference:
+        return Result(stage, REFERENCE, (summary or "全部检查通过。") + "（当前模式用的是参考实现）")
     return Result(stage, PASS, summary or "全部检查通过。")
 
 

@@ -1,0 +1,42 @@
+"""python -m workbook progress | check | hint."""
+from tests.helpers import run_py
+
+
+def test_check_fails_on_stub_and_passes_on_reference():
+    out = run_py(["-m", "workbook", "check", "01"], mode="learner")
+    assert out.returncode == 1
+    assert "还没写 (not written yet)" in out.stdout and "notebooks/01_rmsnorm.ipynb" in out.stdout
+    out = run_py(["-m", "workbook", "check", "1"], mode="solutions")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "✓ 01" in out.stdout
+
+
+def test_check_unknown_stage():
+    out = run_py(["-m", "workbook", "check", "42"])
+    assert out.returncode == 2 and "没有阶段" in out.stderr
+
+
+def test_progress_lists_every_stage_and_the_next_step():
+    out = run_py(["-m", "workbook", "progress"], mode="solutions:00")
+    assert out.returncode == 0, out.stderr
+    for i in range(14):
+        assert f"  {i:02d}  " in out.stdout
+    assert "✓ 参考实现" in out.stdout and "✗ 还没写" in out.stdout
+    assert "下一步 (next)：打开 notebooks/01_rmsnorm.ipynb" in out.stdout
+    assert "python -m workbook check 01" in out.stdout
+
+
+def test_hint_levels_are_revealed_one_at_a_time(tmp_path, monkeypatch):
+    import workbook.hints as hints
+
+    monkeypatch.setattr(hints, "STATE_FILE", tmp_path / "state.json")
+    first = hints.show("01")
+    assert "第 1/3 级" in first and "提示 1" in first
+    assert "第 2/3 级" in hints.show("01")
+    assert "第 3/3 级" in hints.show("01") and "最后一级" in hints.show("01")
+    assert "第 1/3 级" in hints.show("01", level=1)
+
+
+def test_hint_cli_bad_level():
+    out = run_py(["-m", "workbook", "hint", "00", "--level", "9"])
+    assert out.returncode == 2 and "只有" in out.stderr

@@ -1,0 +1,1 @@
+"""Data: the tokenizer, the pretraining datasets, and the packed binary format."""
