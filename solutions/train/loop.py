@@ -1,0 +1,131 @@
+"""The pretraining loop: learning-rate schedule, mixed precision, accumulation, clipping (stage 11).
+
+One optimiser step = `accumulation_steps` micro-batches: each micro-batch's loss is divided by
+`accumulation_steps` and back-propagated, so the gradients add up to those of one big batch.
+Then: unscale (GradScaler) -> clip -> step -> update the scaler -> zero the gradients.
+Lesson: notebooks/11_train_loop.ipynb.  Check: ``python -m workbook check 11``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def get_lr(current_step: int, total_steps: int, lr: float) -> float:
+    """Cosine decay from lr to lr/10, no warm-up.
+
+    lr_t = lr * (0.1 + 0.45 * (1 + cos(pi * t / T)))      t = current_step, T = total_steps
+    """
+    return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * current_step / total_steps)))
+
+
+def autocast_context(device_type: str, dtype: str):
+    """The `ctx` of MiniMind's trainer: where the forward pass runs in lower precision.
+
+    float32 -> no autocast (nullcontext); bfloat16 / float16 -> torch.autocast on that device
+    (CPU autocast supports bfloat16 and float16).  Matrix multiplies run in the low dtype,
+    numerically touchy ops (softmax, losses, norms) stay in fp32.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if dtype == "float32":
+        return nullcontext()
+    return torch.autocast(device_type=device_type, dtype=DTYPES[dtype])
+
+
+def make_scaler(dtype: str, device_type: str = "cuda") -> torch.amp.GradScaler:
+    """GradScaler, enabled only for float16 (its 5-bit exponent underflows small gradients).
+
+    bf16 has fp32's exponent range, so it needs no scaling; a disabled scaler is a no-op whose
+    scale/unscale_/step/update calls simply pass through, so the loop stays the same.
+    """
+    return torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
+
+
+@dataclass
+class StepLog:
+    """What one logging call reports (also handed to wandb)."""
+    epoch: int
+    step: int  # micro-step within the epoch, counted from 1
+    iters: int  # micro-steps per epoch
+    loss: float  # lm_loss + aux_loss, undivided
+    lm_loss: float
+    aux_loss: float
+    lr: float
+    tokens: int  # non-pad tokens seen since the previous log
+    seconds: float  # wall time since the previous log
+
+
+def train_epoch(
+    epoch: int,
+    loader: Iterable,
+    iters: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    ctx,
+    *,
+    lr: float,
+    total_steps: int,
+    accumulation_steps: int = 8,
+    grad_clip: float = 1.0,
+    device: str | torch.device = "cpu",
+    log_interval: int = 100,
+    start_step: int = 0,
+    on_log: Callable[[StepLog], None] | None = None,
+    on_step_end: Callable[[int], bool | None] | None = None,
+) -> int:
+    """Run one epoch of micro-steps; return the last micro-step done.
+
+    loader yields (input_ids, labels), each (batch, seq) int64; labels use -100 for ignored
+    positions.  `start_step` micro-steps of this epoch were done before (resume): the loader
+    must already skip them, and counting continues from start_step + 1.
+    total_steps: the schedule's length in micro-steps (MiniMind: epochs * iters).
+    on_step_end(step) runs after every micro-step (save, validate, stop); returning True stops.
+    """
+    last_log = time.perf_counter()
+    tokens = 0
+    step = start_step
+    for step, (input_ids, labels) in enumerate(loader, start=start_step + 1):
+        input_ids = input_ids.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        # cosine schedule, set on every micro-step; steps count from 1 across epochs
+        lr_now = get_lr(epoch * iters + step, total_steps, lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
+
+        with ctx:
+            out = model(input_ids, labels=labels)
+            # the MoE balance loss joins the LM loss; /accumulation_steps so that the summed
+            # gradients of the micro-steps equal one big batch's mean gradient
+            loss = (out.loss + out.aux_loss) / accumulation_steps
+        # scale (fp16 only) so small gradients do not underflow, then accumulate into .grad
+        scaler.scale(loss).backward()
+
+        if step % accumulation_steps == 0:
+            # back to true gradients first: the clip threshold is meant for them, not scaled ones
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            # skipped by the scaler if any gradient is inf/nan (fp16 overflow)
+            scaler.step(optimizer)
+            scaler.update()
+            # only after the step: the micro-steps in between must keep adding up
+            optimizer.zero_grad(set_to_none=True)
+
+        tokens += int((labels != -100).sum())
+        if on_log is not None and (step % log_interval == 0 or step == iters):
+            now = time.perf_counter()
+            lm = out.loss.item()
+            aux = float(out.aux_loss)
+            on_log(StepLog(epoch, step, iters, lm + aux, lm, aux, lr_now, tokens, now - last_log))
+            last_log, tokens = now, 0
+        if on_step_end is not None and on_step_end(step):
+            break
+    return step

@@ -1,0 +1,345 @@
+"""``python -m workbook.train.pretrain``: MiniMind's pretraining script, on the learner's package.
+
+Same flags as MiniMind's ``train_pretrain.py`` (``--batch_size``, ``--accumulation_steps``,
+``--from_resume``, ...), plus ``--max_steps``, ``--eval_interval``, ``--val_path``,
+``--compile`` and ``--seed``.  It runs whatever ``WORKBOOK_IMPL`` selects: the learner's own
+modules, or the reference.  CPU or GPU; under ``torchrun`` see stage 12.
+
+Exact resume: the data order of epoch e is a permutation seeded by (seed, e); a resume file
+records (epoch, micro-step), and the resumed run skips the batches already seen, restores the
+optimiser, scaler and RNG states, and continues the same loss curve.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from .checkpoint import load_resume, save_resume, save_weights, unwrap, weight_name
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = ROOT / "data" / "pretrain_poetry_train.jsonl.gz"
+DEFAULT_VAL = ROOT / "data" / "pretrain_poetry_val.jsonl.gz"
+DEFAULT_TOKENIZER = ROOT / "data" / "tokenizer"
+
+
+class ConfigError(ValueError):
+    """A bad command-line value; the message names the flag."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m workbook.train.pretrain",
+                                description="MiniMind 预训练 (pretraining)")
+    a = p.add_argument
+    a("--save_dir", default="out", help="权重和 resume 文件的目录")
+    a("--save_weight", default="pretrain", help="权重文件名前缀")
+    a("--epochs", type=int, default=1)
+    a("--batch_size", type=int, default=32)
+    a("--learning_rate", type=float, default=5e-4)
+    a("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
+    a("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    a("--num_workers", type=int, default=min(8, os.cpu_count() or 1))
+    a("--accumulation_steps", type=int, default=8)
+    a("--grad_clip", type=float, default=1.0)
+    a("--log_interval", type=int, default=100)
+    a("--save_interval", type=int, default=1000)
+    a("--hidden_size", type=int, default=512)
+    a("--num_hidden_layers", type=int, default=8)
+    a("--num_attention_heads", type=int, default=8)
+    a("--num_key_value_heads", type=int, default=2)
+    a("--max_seq_len", type=int, default=340)
+    a("--max_position_embeddings", type=int, default=32768)
+    a("--use_moe", type=int, default=0, choices=[0, 1])
+    a("--data_path", default=str(DEFAULT_DATA), help=".jsonl / .jsonl.gz, 或 pack 出来的 .bin")
+    a("--tokenizer_path", default=str(DEFAULT_TOKENIZER))
+    a("--from_weight", default="none", help="从 save_dir 里的这个权重名开始（none = 随机初始化）")
+    a("--from_resume", type=int, default=0, choices=[0, 1])
+    a("--use_wandb", action="store_true")
+    a("--wandb_project", default="MiniMind-Pretrain")
+    a("--use_compile", type=int, default=0, choices=[0, 1])
+    a("--compile", dest="use_compile", action="store_const", const=1, help="= --use_compile 1")
+    # extras
+    a("--max_steps", type=int, default=0, help="最多这么多次优化器更新 (optimizer steps)，0 = 不限")
+    a("--val_path", default=str(DEFAULT_VAL), help="验证集；空字符串 = 不做验证")
+    a("--eval_interval", type=int, default=0, help="每多少个优化器步算一次验证 loss，0 = 只在最后算")
+    a("--eval_batches", type=int, default=20)
+    a("--seed", type=int, default=42)
+    a("--samples", type=int, default=3, help="训练结束后生成几首诗")
+    a("--no_progress", action="store_true", help="不显示进度条")
+    return p
+
+
+def validate(args, config) -> None:
+    """Refuse bad input before anything is built or written."""
+    data = Path(args.data_path)
+    if not data.is_file():
+        raise ConfigError(f"--data_path：找不到数据文件 {data}")
+    if args.val_path and not Path(args.val_path).is_file():
+        raise ConfigError(f"--val_path：找不到验证集文件 {args.val_path}（不要验证就写 --val_path ''）")
+    if not Path(args.tokenizer_path).is_dir():
+        raise ConfigError(f"--tokenizer_path：找不到分词器目录 {args.tokenizer_path}")
+    if args.max_seq_len > config.max_position_embeddings:
+        raise ConfigError(f"--max_seq_len {args.max_seq_len} 超过了 max_position_embeddings "
+                          f"{config.max_position_embeddings}：RoPE 表没有这么长。")
+    for flag in ("batch_size", "accumulation_steps", "log_interval", "save_interval", "epochs",
+                 "max_seq_len"):
+        if getattr(args, flag) <= 0:
+            raise ConfigError(f"--{flag} 必须是正整数，现在是 {getattr(args, flag)}")
+    if args.save_interval % args.accumulation_steps:
+        raise ConfigError(f"--save_interval ({args.save_interval}) 必须是 --accumulation_steps "
+                          f"({args.accumulation_steps}) 的倍数：否则存档时会丢掉累积了一半的梯度，续训就接不上。")
+
+
+class EpochSampler(Sampler):
+    """A permutation of the dataset seeded by (seed, epoch), minus the first `skip` samples.
+
+    Same seed and epoch -> same order, so a resumed run sees exactly the batches it had not seen.
+    """
+
+    def __init__(self, n: int, seed: int, epoch: int, skip: int = 0):
+        self.n, self.seed, self.epoch, self.skip = n, seed, epoch, skip
+
+    def order(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def __iter__(self):
+        return iter(self.order()[self.skip:].tolist())
+
+    def __len__(self) -> int:
+        return max(0, self.n - self.skip)
+
+
+def make_dataset(path: str, tokenizer, max_length: int):
+    if str(path).endswith(".bin"):
+        from ..data.packed import PackedDataset
+        return PackedDataset(path, max_length)
+    from ..data.dataset import PretrainDataset
+    return PretrainDataset(path, tokenizer, max_length)
+
+
+@torch.no_grad()
+def evaluate(model, dataset, batch_size: int, batches: int, device, ctx) -> float:
+    """Mean LM loss over the first `batches` batches of `dataset` (fixed order, eval mode)."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    total, n = 0.0, 0
+    for i, (x, y) in enumerate(loader):
+        if i >= batches:
+            break
+        with ctx:
+            total += model(x.to(device), labels=y.to(device)).loss.float().item()
+        n += 1
+    model.train()
+    return total / max(n, 1)
+
+
+def plot_history(history: dict, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if history["train"]:
+        s, l = zip(*history["train"])
+        ax.plot(s, l, label="train loss", lw=1)
+    if history["val"]:
+        s, l = zip(*history["val"])
+        ax.plot(s, l, "o-", label="validation loss")
+    ax.set_xlabel("optimizer step"); ax.set_ylabel("loss"); ax.set_title("MiniMind pretraining")
+    ax.grid(alpha=0.3); ax.legend()
+    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
+    return path
+
+
+def generate_samples(model, tokenizer, prompts, device, max_new_tokens: int = 64, seed: int = 0):
+    model.eval()
+    out = []
+    g_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    for prompt in prompts:
+        ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        x = torch.tensor([ids], device=device)
+        y = unwrap(model).generate(x, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.8,
+                                   top_p=0.9, eos_token_id=tokenizer.eos_token_id,
+                                   pad_token_id=tokenizer.pad_token_id)
+        out.append(tokenizer.decode(y[0, 1:].tolist(), skip_special_tokens=True))
+    torch.random.set_rng_state(g_state)
+    model.train()
+    return out
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """The whole pretraining run; returns a summary (also written to save_dir/summary.json)."""
+    args = build_parser().parse_args(argv)
+    from transformers import AutoTokenizer
+
+    from ..config import MiniMindConfig
+    from ..model.causal_lm import MiniMindForCausalLM
+    from . import loop
+
+    config = MiniMindConfig(hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
+                            num_attention_heads=args.num_attention_heads,
+                            num_key_value_heads=args.num_key_value_heads,
+                            max_position_embeddings=args.max_position_embeddings,
+                            use_moe=bool(args.use_moe))
+    validate(args, config)
+    save_dir = Path(args.save_dir)
+    name = weight_name(args.save_weight, config.hidden_size, config.use_moe)
+    resume_path = save_dir / f"{name}_resume.pth"
+
+    resume = None
+    if args.from_resume:
+        if resume_path.is_file():
+            resume = load_resume(resume_path, config.to_dict())  # refuses another config
+        else:
+            print(f"没有找到 {resume_path}，从头开始训练。")
+
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    ctx = loop.autocast_context(device.type, args.dtype)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_path)
+    if len(tokenizer) != config.vocab_size:
+        raise ConfigError(f"--tokenizer_path 的词表大小是 {len(tokenizer)}，模型的 vocab_size 是 {config.vocab_size}")
+    model = MiniMindForCausalLM(config).to(device)
+    if args.from_weight != "none":
+        wpath = save_dir / f"{weight_name(args.from_weight, config.hidden_size, config.use_moe)}.pth"
+        model.load_state_dict(torch.load(wpath, map_location=device), strict=False)
+    n_params = sum(p.numel() for p in unwrap(model).parameters()) / 1e6
+
+    train_ds = make_dataset(args.data_path, tokenizer, args.max_seq_len)
+    val_ds = make_dataset(args.val_path, tokenizer, args.max_seq_len) if args.val_path else None
+    scaler = loop.make_scaler(args.dtype, device.type)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
+
+    start_epoch, start_step = 0, 0
+    history = {"train": [], "val": []}
+    if resume is not None:
+        unwrap(model).load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scaler.load_state_dict(resume["scaler"])
+        torch.random.set_rng_state(resume["rng"]["torch"])
+        start_epoch, start_step = resume["epoch"], resume["step"]
+        history = resume.get("history", history)
+        print(f"从 {resume_path} 续训：epoch {start_epoch + 1}，第 {start_step} 个 micro-step 之后。")
+    if args.use_compile:
+        model = torch.compile(model)
+
+    iters = math.ceil(len(train_ds) / args.batch_size)
+    total_steps = args.epochs * iters
+    if args.max_steps:
+        total_steps = min(total_steps, args.max_steps * args.accumulation_steps)
+    print(f"模型 {n_params:.2f}M 参数 | 数据 {len(train_ds)} 条 | 每个 epoch {iters} 个 micro-step | "
+          f"学习率调度共 {total_steps} 个 micro-step | 设备 {device} | {args.dtype}")
+
+    wandb_run = None
+    if args.use_wandb:
+        import wandb
+        wandb_run = wandb.init(project=args.wandb_project, config=vars(args),
+                               id=(resume or {}).get("wandb_id"), resume="allow",
+                               mode=os.environ.get("WANDB_MODE") or ("online" if wandb.api.api_key else "offline"))
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=start_epoch * iters + start_step, unit="step",
+               disable=args.no_progress, dynamic_ncols=True, file=sys.stdout)
+    state = {"epoch": start_epoch, "done": False, "t0": time.perf_counter()}
+
+    def opt_step(epoch: int, step: int) -> int:
+        return (epoch * iters + step) // args.accumulation_steps
+
+    def on_log(log: loop.StepLog) -> None:
+        tok_s = log.tokens / max(log.seconds, 1e-9)
+        s = opt_step(log.epoch, log.step)
+        history["train"].append((s, log.loss))
+        bar.set_postfix(loss=f"{log.loss:.3f}", lr=f"{log.lr:.2e}", tok_s=f"{tok_s:,.0f}")
+        if args.no_progress:
+            print(f"epoch {log.epoch + 1} step {log.step}/{log.iters} loss {log.loss:.4f} "
+                  f"lm {log.lm_loss:.4f} aux {log.aux_loss:.4f} lr {log.lr:.3e} {tok_s:,.0f} tok/s", flush=True)
+        if wandb_run is not None:
+            wandb_run.log({"loss": log.loss, "lm_loss": log.lm_loss, "aux_loss": log.aux_loss,
+                           "lr": log.lr, "tokens_per_s": tok_s}, step=s)
+
+    def save(epoch: int, step: int) -> None:
+        save_weights(model, save_dir / f"{name}.pth")
+        save_resume(resume_path, model=model, optimizer=optimizer, scaler=scaler, epoch=epoch,
+                    step=step, world_size=1, config=config.to_dict(),
+                    extra={"history": history, "wandb_id": wandb_run.id if wandb_run else None})
+
+    def on_step_end(step: int) -> bool:
+        bar.update(1)
+        epoch = state["epoch"]
+        global_micro = epoch * iters + step
+        if step % args.accumulation_steps == 0:
+            s = opt_step(epoch, step)
+            if val_ds is not None and args.eval_interval and s % args.eval_interval == 0:
+                v = evaluate(model, val_ds, args.batch_size, args.eval_batches, device, ctx)
+                history["val"].append((s, v))
+                bar.write(f"step {s}: validation loss {v:.4f}")
+        if step % args.save_interval == 0:
+            save(epoch, step)
+        if global_micro >= total_steps:
+            state["done"] = True
+            return True
+        return False
+
+    model.train()
+    for epoch in range(start_epoch, args.epochs):
+        state["epoch"] = epoch
+        skip = start_step if epoch == start_epoch else 0
+        sampler = EpochSampler(len(train_ds), args.seed, epoch, skip * args.batch_size)
+        loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler,
+                            num_workers=args.num_workers, pin_memory=device.type == "cuda",
+                            drop_last=False)
+        last = loop.train_epoch(epoch, loader, iters, model, optimizer, scaler, ctx,
+                                lr=args.learning_rate, total_steps=total_steps,
+                                accumulation_steps=args.accumulation_steps, grad_clip=args.grad_clip,
+                                device=device, log_interval=args.log_interval, start_step=skip,
+                                on_log=on_log, on_step_end=on_step_end)
+        if state["done"]:
+            break
+    bar.close()
+    save(state["epoch"], last)
+
+    summary = {"params_M": round(n_params, 2), "steps": opt_step(state["epoch"], last),
+               "seconds": round(time.perf_counter() - state["t0"], 1),
+               "weights": str(save_dir / f"{name}.pth")}
+    if val_ds is not None:
+        v = evaluate(model, val_ds, args.batch_size, args.eval_batches, device, ctx)
+        if not history["val"] or history["val"][-1][0] != summary["steps"]:
+            history["val"].append((summary["steps"], v))
+        summary["val_loss"] = round(v, 4)
+    summary["loss_curve"] = str(plot_history(history, save_dir / f"{name}_loss.png"))
+    if args.samples:
+        prompts = ["《春晓》", "《秋夜》", "《山居》", "《送友人》", "《江上》"][:args.samples]
+        summary["samples"] = generate_samples(model, tokenizer, prompts, device)
+        for s in summary["samples"]:
+            print("—" * 20 + "\n" + s)
+    (save_dir / f"{name}_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1),
+                                                   encoding="utf-8")
+    if wandb_run is not None:
+        wandb_run.finish()
+    print(f"完成：{summary['steps']} 步，{summary['seconds']} 秒" +
+          (f"，验证 loss {summary['val_loss']}" if "val_loss" in summary else "") +
+          f"。权重 {summary['weights']}，loss 曲线 {summary['loss_curve']}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(argv)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"错误：{e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
