@@ -1,0 +1,93 @@
+"""The pretrain command: exact resume after kill -9, and clear errors for bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.helpers import ROOT, run_py
+
+# the small validation split as training data keeps each run to a few seconds
+SMALL_DATA = str(ROOT / "data" / "pretrain_poetry_val.jsonl.gz")
+TINY = ["--data_path", SMALL_DATA, "--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "4",
+        "--num_key_value_heads", "2", "--max_seq_len", "64", "--batch_size", "8",
+        "--num_workers", "0", "--dtype", "float32", "--samples", "0", "--no_progress"]
+
+
+def pretrain_args(save_dir, *extra):
+    return ["-m", "workbook.train.pretrain", "--save_dir", str(save_dir), *TINY, *extra]
+
+
+def history(save_dir, name="pretrain_64"):
+    return torch.load(save_dir / f"{name}_resume.pth", weights_only=False)["history"]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_reproduces_the_loss_curve(tmp_path):
+    common = ["--accumulation_steps", "2", "--max_steps", "40", "--log_interval", "2",
+              "--save_interval", "8", "--val_path", ""]
+    a, b = tmp_path / "a", tmp_path / "b"
+    out = run_py(pretrain_args(a, *common), mode="solutions")
+    assert out.returncode == 0, out.stderr[-3000:]
+    full = history(a)
+    assert len(full["train"]) == 40  # one log every 2 micro-steps, 80 micro-steps
+
+    # Same run, killed with SIGKILL as soon as its first resume file is on disk.
+    env = dict(os.environ, WORKBOOK_IMPL="solutions")
+    proc = subprocess.Popen([sys.executable, *pretrain_args(b, *common)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    resume = b / "pretrain_64_resume.pth"
+    deadline = time.time() + 120
+    while not resume.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (b / "pretrain_64_summary.json").exists(), "the run finished before it was killed"
+    saved_at = torch.load(resume, weights_only=False)["step"]
+    assert 0 < saved_at < 80
+
+    out = run_py(pretrain_args(b, *common, "--from_resume", "1"), mode="solutions")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "续训" in out.stdout
+    resumed = history(b)
+    assert [s for s, _ in resumed["train"]] == [s for s, _ in full["train"]]
+    for (s, x), (_, y) in zip(full["train"], resumed["train"]):
+        assert abs(x - y) < 1e-5, f"loss differs at optimizer step {s}: {x} vs {y}"
+    wa = torch.load(a / "pretrain_64.pth")
+    wb = torch.load(b / "pretrain_64.pth")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--data_path", "nowhere.jsonl"], "--data_path：找不到数据文件 nowhere.jsonl"),
+    (["--max_seq_len", "4096", "--max_position_embeddings", "2048"], "超过了 max_position_embeddings"),
+    (["--save_interval", "5", "--accumulation_steps", "2"], "必须是 --accumulation_steps"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, extra, fragment):
+    out = run_py(pretrain_args(tmp_path, *extra), mode="solutions")
+    assert out.returncode == 2
+    assert fragment in out.stderr and "Traceback" not in out.stderr
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_resume_from_another_config_is_refused_and_nothing_is_overwritten(tmp_path):
+    common = ["--max_steps", "2", "--accumulation_steps", "1", "--save_interval", "1",
+              "--val_path", ""]
+    out = run_py(pretrain_args(tmp_path, *common), mode="solutions")
+    assert out.returncode == 0, out.stderr[-2000:]
+    resume = tmp_path / "pretrain_64_resume.pth"
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # hidden 64 again (same file name) but 3 layers instead of 2
+    bad = pretrain_args(tmp_path, *common, "--from_resume", "1")
+    bad[bad.index("--num_hidden_layers") + 1] = "3"
+    out = run_py(bad, mode="solutions")
+    assert out.returncode == 2
+    assert "num_hidden_layers=2" in out.stderr and "num_hidden_layers=3" in out.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert resume.exists()
