@@ -87,7 +87,7 @@ def clean_poem(title: str, author: str, lines: list[str]) -> tuple[str | None, s
         return None, "no title or author"
     if not body:
         return None, "empty body"
-    if not _NAME_OK.fullmatch(title) or not _NAME_OK.fullmatch(author) or not _BODY_OK.fullmatch(body):
+    if not (_NAME_OK.fullmatch(title) and _NAME_OK.fullmatch(author) and _BODY_OK.fullmatch(body)):
         return None, "garbled or unexpected characters"
     return f"《{title}》{author}\n{body}", "ok"
 
@@ -112,14 +112,20 @@ def fetch_package(workdir: Path) -> Path:
     return workdir / "package"
 
 
-def iter_poems(npm_dir: Path, source: str):
-    """Yield (title, author, lines) of one source, files in numeric order, entries in file order."""
-    pattern, title_key = SOURCES[source]
+def source_files(npm_dir: Path, source: str) -> list[str]:
+    """The files of one source in numeric order; FileNotFoundError if there are none."""
+    pattern = SOURCES[source][0]
     files = sorted(glob.glob(str(npm_dir / pattern)), key=_file_order)
     if not files:
         raise FileNotFoundError(f"no files match {npm_dir / pattern}: is --npm-dir the unpacked "
                                 f"'package' folder of {PACKAGE}?")
-    for path in files:
+    return files
+
+
+def iter_poems(npm_dir: Path, source: str):
+    """Yield (title, author, lines) of one source, files in numeric order, entries in file order."""
+    title_key = SOURCES[source][1]
+    for path in source_files(npm_dir, source):
         with open(path, encoding="utf-8") as f:
             for entry in json.load(f):
                 lines = entry.get("paragraphs") or []
@@ -137,13 +143,18 @@ def _gzip_writer(path: Path):
 
 
 def build(npm_dir: Path, out_dir: Path) -> dict:
+    """Write both splits into out_dir; return per-source counters (read, dropped, poems, chars)."""
     import opencc  # only the build needs it (extra "corpus" in pyproject.toml)
 
+    for source in SOURCES:  # fail before touching any output
+        source_files(npm_dir, source)
     t2s = opencc.OpenCC("t2s")
     seen: set[str] = set()
     stats = collections.defaultdict(collections.Counter)
-    writers = {split: _gzip_writer(out_dir / f"pretrain_poetry_{split}.jsonl.gz")
-               for split in ("train", "val")}
+    # write to .tmp files, renamed only when everything succeeded: a failed build keeps the old data
+    final = {split: out_dir / f"pretrain_poetry_{split}.jsonl.gz" for split in ("train", "val")}
+    writers = {split: _gzip_writer(path.with_name(path.name + ".tmp"))
+               for split, path in final.items()}
     try:
         for source in SOURCES:
             for title, author, lines in iter_poems(npm_dir, source):
@@ -166,6 +177,8 @@ def build(npm_dir: Path, out_dir: Path) -> dict:
         for text_io, raw in writers.values():
             text_io.close()
             raw.close()
+    for path in final.values():  # not reached after an exception: the .tmp files stay behind
+        os.replace(path.with_name(path.name + ".tmp"), path)
     return stats
 
 

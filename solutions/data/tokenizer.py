@@ -45,7 +45,8 @@ def iter_texts(path: str | Path) -> Iterator[str]:
             try:
                 text = json.loads(line).get("text")
             except (json.JSONDecodeError, AttributeError) as e:
-                raise ValueError(f"{path}:{lineno}: 不是一个 JSON 对象 (not a JSON object): {e}") from None
+                raise ValueError(f"{path}:{lineno}: 不是一个 JSON 对象 (not a JSON object): {e}"
+                                 ) from None
             if not isinstance(text, str):
                 raise ValueError(f'{path}:{lineno}: 缺少字符串字段 "text" (no string "text" field)')
             yield text
@@ -77,11 +78,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 6400) -> Tokenizer:
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     for i, tok in enumerate(SPECIAL_TOKENS):
-        assert tokenizer.token_to_id(tok) == i, f"{tok} got id {tokenizer.token_to_id(tok)}, not {i}"
+        got = tokenizer.token_to_id(tok)
+        assert got == i, f"{tok} has id {got}, not {i}"
     return tokenizer
 
 
-def save_tokenizer(tokenizer: Tokenizer, out_dir: str | Path, model_max_length: int = 32768) -> Path:
+def save_tokenizer(tokenizer: Tokenizer, out_dir: str | Path,
+                   model_max_length: int = 32768) -> Path:
     """Write a Hugging Face tokenizer folder: tokenizer.json + tokenizer_config.json.
 
     ``transformers.AutoTokenizer.from_pretrained(out_dir)`` then gives a fast tokenizer with

@@ -16,8 +16,10 @@ from .packed import pack_jsonl
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m workbook.data.pack", description=__doc__.split("\n\n")[0])
-    ap.add_argument("input", type=Path, help="INPUT.jsonl or INPUT.jsonl.gz, one {\"text\": ...} per line")
+    ap = argparse.ArgumentParser(prog="python -m workbook.data.pack",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("input", type=Path,
+                    help="INPUT.jsonl or INPUT.jsonl.gz, one {\"text\": ...} per line")
     ap.add_argument("output", type=Path, help="OUTPUT.bin (its sidecar is OUTPUT.bin.json)")
     ap.add_argument("--tokenizer", default="data/tokenizer", help="Hugging Face tokenizer folder")
     ap.add_argument("--batch-size", type=int, default=4096, help="documents per encode_batch call")

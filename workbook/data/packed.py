@@ -53,13 +53,20 @@ def iter_jsonl_texts(path: str | os.PathLike) -> Iterator[str]:
 
 
 def _backend(tokenizer):
-    """The ``tokenizers.Tokenizer`` behind a Hugging Face fast tokenizer (or the object itself)."""
-    if hasattr(tokenizer, "encode_batch"):
-        return tokenizer
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    """A private copy of the ``tokenizers.Tokenizer`` behind `tokenizer`: no truncation/padding.
+
+    A copy, because a Hugging Face tokenizer leaves its last call's truncation setting on its
+    backend: after ``tok(text, truncation=True, max_length=30)`` every later encode_batch would
+    silently cut documents to 30 tokens.
+    """
+    backend = tokenizer if hasattr(tokenizer, "encode_batch") else getattr(
+        tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise TypeError(f"{type(tokenizer).__name__} 不是 fast tokenizer：打包需要 tokenizers 的 "
                         "encode_batch (load it with AutoTokenizer, or pass a tokenizers.Tokenizer)")
+    backend = type(backend).from_str(backend.to_str())
+    backend.no_truncation()
+    backend.no_padding()
     return backend
 
 
@@ -143,7 +150,8 @@ def read_meta(bin_path: str | os.PathLike) -> dict:
         raise ValueError(f"{mp}: 不认识的格式 (unknown format) {meta.get('format')!r}")
     size = bin_path.stat().st_size
     if size != meta["num_tokens"] * DTYPE.itemsize:
-        raise ValueError(f"{bin_path}: 大小 {size} bytes ≠ num_tokens {meta['num_tokens']} × 2：文件不完整？")
+        raise ValueError(f"{bin_path}: 大小 {size} bytes ≠ num_tokens {meta['num_tokens']} × 2："
+                         "文件不完整 (truncated file)？")
     return meta
 
 
