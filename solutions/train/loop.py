@@ -123,7 +123,7 @@ def train_epoch(
         if on_log is not None and (step % log_interval == 0 or step == iters):
             now = time.perf_counter()
             lm = out.loss.item()
-            aux = float(out.aux_loss)
+            aux = out.aux_loss.detach().item()
             on_log(StepLog(epoch, step, iters, lm + aux, lm, aux, lr_now, tokens, now - last_log))
             last_log, tokens = now, 0
         if on_step_end is not None and on_step_end(step):

@@ -1,0 +1,75 @@
+"""Wrong training loops a learner really writes (one flag each), and what the check must say."""
+import math
+from types import SimpleNamespace
+
+import torch
+
+from workbook import _modes
+
+ref = _modes.reference_module("train.loop")
+
+
+def _loop(divide=True, clip_first=False, zero_every=False, count_from=1, add_aux=True,
+          scaler_step=True, log_divided=False):
+    def train_epoch(epoch, loader, iters, model, optimizer, scaler, ctx, *, lr, total_steps,
+                    accumulation_steps=8, grad_clip=1.0, device="cpu", log_interval=100,
+                    start_step=0, on_log=None, on_step_end=None):
+        tokens, step = 0, start_step
+        for step, (x, y) in enumerate(loader, start=start_step + count_from):
+            lr_now = ref.get_lr(epoch * iters + step, total_steps, lr)
+            for g in optimizer.param_groups:
+                g["lr"] = lr_now
+            with ctx:
+                out = model(x, labels=y)
+                loss = out.loss + (out.aux_loss if add_aux else 0)
+                if divide:
+                    loss = loss / accumulation_steps
+            scaler.scale(loss).backward()
+            if zero_every and step % accumulation_steps:
+                optimizer.zero_grad(set_to_none=True)
+            if step % accumulation_steps == 0:
+                if clip_first:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                    scaler.unscale_(optimizer)
+                else:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                if scaler_step:
+                    scaler.step(optimizer)
+                else:
+                    optimizer.step()
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+            tokens += int((y != -100).sum())
+            if on_log is not None and (step % log_interval == 0 or step == iters):
+                shown = loss.item() if log_divided else out.loss.item() + out.aux_loss.item()
+                on_log(ref.StepLog(epoch, step, iters, shown, out.loss.item(), out.aux_loss.item(),
+                                   lr_now, tokens, 1.0))
+                tokens = 0
+            if on_step_end is not None and on_step_end(step):
+                break
+        return step
+    return train_epoch
+
+
+def _impl(**changes):
+    ns = SimpleNamespace(get_lr=ref.get_lr, autocast_context=ref.autocast_context,
+                         make_scaler=ref.make_scaler, train_epoch=ref.train_epoch, StepLog=ref.StepLog)
+    for k, v in changes.items():
+        setattr(ns, k, v)
+    return ns
+
+
+MUTANTS = {
+    "no_division_by_accumulation": (_impl(train_epoch=_loop(divide=False)), "除以 accumulation_steps"),
+    "clip_before_unscale": (_impl(train_epoch=_loop(clip_first=True)), "unscale_ 之前就裁剪"),
+    "zero_grad_every_micro_step": (_impl(train_epoch=_loop(zero_every=True)), "zero_grad 放在了每个 micro-step"),
+    "lr_floor_missing": (_impl(get_lr=lambda t, T, lr: lr * 0.5 * (1 + math.cos(math.pi * t / T))), "下限"),
+    "steps_counted_from_zero": (_impl(train_epoch=_loop(count_from=0)), "从 1 开始数"),
+    "aux_loss_not_added": (_impl(train_epoch=_loop(add_aux=False)), "aux_loss"),
+    "optimizer_step_not_through_scaler": (_impl(train_epoch=_loop(scaler_step=False)), "scaler.step(optimizer)"),
+    "logs_divided_loss": (_impl(train_epoch=_loop(log_divided=True)), "乘回去"),
+    "scaler_always_on": (_impl(make_scaler=lambda dtype, device_type="cuda": torch.amp.GradScaler(device_type)),
+                         "只有 fp16 需要缩放"),
+    "autocast_on_float32": (_impl(autocast_context=lambda d, t: torch.autocast(d, dtype=torch.bfloat16)), "nullcontext"),
+}

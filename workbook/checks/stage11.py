@@ -1,0 +1,251 @@
+"""Check for stage 11: get_lr, the autocast ctx, the GradScaler, and train_epoch's contract.
+
+train_epoch is run on a tiny stand-in model whose loss has a known gradient, with an optimiser
+that records what it sees at every step; the learner's loop and the reference loop must agree.
+"""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from .tools import close, expect, fail, max_err, seeded
+
+VOCAB, HIDDEN, SEQ, BATCH = 11, 6, 5, 3
+
+
+class TinyLM(nn.Module):
+    """Stands in for MiniMindForCausalLM: returns .loss (cross entropy) and .aux_loss."""
+
+    def __init__(self, aux_weight: float = 0.5):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, HIDDEN)
+        self.head = nn.Linear(HIDDEN, VOCAB)
+        self.router = nn.Parameter(torch.ones(HIDDEN))  # only the aux loss depends on it
+        self.aux_weight = aux_weight
+        self.poison = False  # makes the next loss inf, as an fp16 overflow would
+
+    def forward(self, input_ids, labels=None):
+        h = self.embed(input_ids)
+        logits = self.head(h).float()
+        loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), labels[:, 1:].reshape(-1),
+                                           ignore_index=-100)
+        # linear in the batch mean, so accumulated micro-batches equal one big batch here too
+        aux = self.aux_weight * (h.detach().mean(dim=(0, 1)) * self.router).sum()
+        if self.poison:
+            loss = loss * float("inf")
+        return SimpleNamespace(loss=loss, aux_loss=aux, logits=logits)
+
+
+class RecordingSGD(torch.optim.SGD):
+    """SGD that remembers, at each real step, the lr and a copy of every gradient."""
+
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, lr=lr)
+        self.steps: list[dict] = []
+
+    def step(self, closure=None):
+        grads = [p.grad.detach().clone() if p.grad is not None else None
+                 for g in self.param_groups for p in g["params"]]
+        self.steps.append({"lr": self.param_groups[0]["lr"], "grads": grads})
+        return super().step(closure)
+
+
+def _data(n: int, seed: int = 0):
+    with seeded(seed):
+        out = []
+        for _ in range(n):
+            x = torch.randint(0, VOCAB, (BATCH, SEQ))
+            y = x.clone()
+            y[:, -1] = -100  # a padded position
+            out.append((x, y))
+    return out
+
+
+def _run(mod, *, steps=6, acc=3, clip=100.0, scaler=None, lr=0.1, total=None, log_interval=2,
+         start_step=0, poison_at=None, aux_weight=0.5, stop_at=None):
+    with seeded(7):
+        model = TinyLM(aux_weight)
+    opt = RecordingSGD(model.parameters(), lr=lr)
+    scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
+    data = _data(steps)
+    lrs, logs = [], []
+
+    def loader():
+        for i, batch in enumerate(data):
+            model.poison = poison_at is not None and i == poison_at
+            yield batch
+
+    class LRSpy:
+        def __enter__(self):
+            lrs.append(opt.param_groups[0]["lr"])
+
+        def __exit__(self, *exc):
+            return False
+
+    def on_step_end(step):
+        return stop_at is not None and step >= stop_at
+
+    last = mod.train_epoch(0, loader(), steps, model, opt, scaler, LRSpy(), lr=lr,
+                           total_steps=total or steps, accumulation_steps=acc, grad_clip=clip,
+                           device="cpu", log_interval=log_interval, start_step=start_step,
+                           on_log=logs.append, on_step_end=on_step_end)
+    return SimpleNamespace(model=model, opt=opt, lrs=lrs, logs=logs, last=last, scaler=scaler)
+
+
+def _last_batch_grads(acc: int = 3):
+    """Gradients of the third micro-batch alone, at the initial weights, divided by acc."""
+    with seeded(7):
+        model = TinyLM()
+    x, y = _data(acc)[acc - 1]
+    out = model(x, labels=y)
+    ((out.loss + out.aux_loss) / acc).backward()
+    return [p.grad for p in model.parameters()]
+
+
+def _grad_norm(grads):
+    return torch.sqrt(sum(g.pow(2).sum() for g in grads if g is not None)).item()
+
+
+def _check_get_lr(impl, ref):
+    for t, total, lr in ((0, 100, 1.0), (1, 100, 5e-4), (50, 100, 5e-4), (100, 100, 5e-4), (37, 90, 2e-3)):
+        got, want = impl.get_lr(t, total, lr), ref.get_lr(t, total, lr)
+        if not math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12):
+            if math.isclose(got, lr * 0.5 * (1 + math.cos(math.pi * t / total)), rel_tol=1e-9, abs_tol=1e-12):
+                fail(f"get_lr({t}, {total}, {lr}) = {got:.4g}：学习率最后降到了 0。MiniMind 的余弦调度有下限 (floor)："
+                     f"lr·(0.1 + 0.45·(1 + cos(πt/T)))，从 lr 降到 lr/10，应为 {want:.4g}。")
+            fail(f"get_lr({t}, {total}, {lr}) 应为 {want:.6g}，你的是 {got:.6g}。"
+                 f"公式：lr·(0.1 + 0.45·(1 + cos(π·t/T)))。")
+
+
+def _check_precision(impl):
+    a, b = torch.randn(4, 4), torch.randn(4, 4)
+    with impl.autocast_context("cpu", "float32"):
+        expect((a @ b).dtype == torch.float32, "float32 时 ctx 应该什么都不做（nullcontext），矩阵乘结果应是 float32。")
+    for name, dtype in (("bfloat16", torch.bfloat16), ("float16", torch.float16)):
+        with impl.autocast_context("cpu", name):
+            got = (a @ b).dtype
+        expect(got == dtype, f"autocast_context('cpu', '{name}') 里矩阵乘的结果应是 {dtype}，你的是 {got}："
+                             f"要用 torch.autocast(device_type, dtype=...)，CPU 上也可以。")
+    try:
+        impl.autocast_context("cpu", "float8")
+    except ValueError as e:
+        expect("float8" in str(e), f"未知 dtype 的 ValueError 要写出这个值（你的信息：{e}）。")
+    else:
+        fail("autocast_context('cpu', 'float8') 应该抛 ValueError：只认 float32 / bfloat16 / float16。")
+    for name, enabled in (("float16", True), ("bfloat16", False), ("float32", False)):
+        got = impl.make_scaler(name, "cpu").is_enabled()
+        if got != enabled:
+            fail(f"make_scaler('{name}') 的 GradScaler 应该{'启用' if enabled else '关闭'}（enabled={enabled}），你的是 {got}。"
+                 f"只有 fp16 需要缩放：它的指数只有 5 位，小梯度会下溢成 0；bf16 的范围和 fp32 一样，不需要。")
+
+
+def _check_accumulation(impl, ref):
+    r, m = _run(ref), _run(impl)
+    n_ref, n_got = len(r.opt.steps), len(m.opt.steps)
+    if n_got != n_ref:
+        if n_got == 6:
+            fail(f"6 个 micro-step、accumulation_steps=3 时优化器应该只更新 {n_ref} 次，你的更新了 6 次："
+                 f"要在 step % accumulation_steps == 0 时才 step。")
+        fail(f"6 个 micro-step、accumulation_steps=3 时优化器应该更新 {n_ref} 次，你的是 {n_got} 次。")
+    if len(m.lrs) != len(r.lrs) or not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(m.lrs, r.lrs)):
+        shifted = [ref.get_lr(t, 6, 0.1) for t in range(0, 6)]
+        if len(m.lrs) == 6 and all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(m.lrs, shifted)):
+            fail("第一个 micro-step 的学习率是 get_lr(0, …)：step 要从 1 开始数 (enumerate(loader, start=start_step + 1))，"
+                 "current_step = epoch * iters + step。")
+        fail(f"前向计算时的学习率不对：应为 {[round(x, 5) for x in r.lrs]}，你的是 {[round(x, 5) for x in m.lrs]}。"
+             f"每个 micro-step 在前向之前设置 lr = get_lr(epoch * iters + step, total_steps, lr)。")
+    router = [i for i, p in enumerate(m.model.parameters()) if p is m.model.router][0]
+    for k, (rs, ms) in enumerate(zip(r.opt.steps, m.opt.steps)):
+        rg, mg = rs["grads"], ms["grads"]
+        if (mg[router] is None or mg[router].abs().sum() == 0) and rg[router].abs().sum() > 0:
+            fail("只被 aux_loss 影响的参数没有梯度：loss 要用 (out.loss + out.aux_loss) / accumulation_steps——"
+                 "MoE 的负载均衡损失 (aux loss) 也要参与反向传播。")
+        if any(g is None for g in mg):
+            fail("优化器更新时有参数没有梯度：zero_grad 放在了 backward 和 step 之间吗？")
+        if all(close(a, b, 1e-5, 1e-4) for a, b in zip(mg, rg)):
+            continue
+        ratio = _grad_norm(mg) / max(_grad_norm(rg), 1e-12)
+        if abs(ratio - 3) < 0.05:
+            fail("优化器看到的梯度是应有的 3 倍（accumulation_steps=3）：loss 要除以 accumulation_steps 再 backward，"
+                 "这样 3 个 micro-batch 的梯度加起来才等于一个大 batch 的平均梯度。")
+        if k == 0 and all(close(a, b, 1e-5, 1e-4) for a, b in zip(mg, _last_batch_grads())):
+            fail("优化器只看到了最后一个 micro-batch 的梯度：zero_grad 放在了每个 micro-step 里。"
+                 "梯度累积要求中间的 micro-step 把梯度一直加在 .grad 上，只在 optimizer.step() 之后清零。")
+        fail(f"第 {k + 1} 次优化器更新时的梯度和参考实现不一致（范数 {_grad_norm(mg):.4g} vs {_grad_norm(rg):.4g}）。")
+    # The contract itself: 3 accumulated micro-batches = one batch three times as big.
+    with seeded(7):
+        big = TinyLM()
+    xs, ys = zip(*_data(3))
+    out = big(torch.cat(xs), labels=torch.cat(ys))
+    (out.loss + out.aux_loss).backward()
+    for (pn, p), g in zip(big.named_parameters(), m.opt.steps[0]["grads"]):
+        expect(close(g, p.grad, 1e-5, 1e-4),
+               f"累积 3 个 micro-batch 后 {pn} 的梯度不等于一个 3 倍大的 batch 的梯度（最大误差 {max_err(g, p.grad):.3g}）。")
+    for (pn, a), b in zip(m.model.named_parameters(), r.model.parameters()):
+        expect(close(a, b, 1e-5, 1e-4), f"训练后参数 {pn} 和参考实现不一致（最大误差 {max_err(a, b):.3g}）。")
+
+
+def _check_clipping(impl, ref):
+    # A scaler with a large scale and a small clip threshold: clipping the *scaled* gradients
+    # leaves them far below the threshold once unscaled.
+    def scaler():
+        return torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1000, enabled=True)
+
+    r = _run(ref, steps=3, acc=3, clip=0.05, scaler=scaler())
+    m = _run(impl, steps=3, acc=3, clip=0.05, scaler=scaler())
+    expect(len(m.opt.steps) == 1, f"3 个 micro-step、accumulation_steps=3 时应该更新 1 次，你的是 {len(m.opt.steps)} 次。")
+    got, want = _grad_norm(m.opt.steps[0]["grads"]), _grad_norm(r.opt.steps[0]["grads"])
+    if abs(got - want) > 1e-3 * max(want, 1e-6):
+        if got < want / 100:
+            fail(f"优化器看到的梯度范数是 {got:.3g}，应为 {want:.3g}（= grad_clip）：你在 scaler.unscale_ 之前就裁剪了。"
+                 f"此时梯度还乘着缩放因子 (scale=1024)，阈值作用在放大的梯度上；先 unscale_，再 clip_grad_norm_。")
+        if got > want * 10:
+            fail(f"优化器看到的梯度范数是 {got:.3g}，应为 {want:.3g}：梯度没有被 scaler.unscale_ 还原或没有被裁剪 (clip_grad_norm_)。")
+        fail(f"裁剪后的梯度范数应为 {want:.4g}（grad_clip），你的是 {got:.4g}。")
+
+
+def _check_inf_skip(impl, ref):
+    def scaler():
+        return torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
+
+    m = _run(impl, steps=3, acc=3, scaler=scaler(), poison_at=1)
+    with seeded(7):
+        fresh = TinyLM()
+    changed = any(not torch.equal(a, b) for a, b in zip(m.model.parameters(), fresh.parameters()))
+    if changed or any(not torch.isfinite(p).all() for p in m.model.parameters()):
+        fail("梯度里有 inf 时，这一步应该被跳过，参数保持不变：要用 scaler.step(optimizer) 而不是 optimizer.step()，"
+             "GradScaler 发现 inf/nan 就不更新，并把 scale 减半。")
+    expect(m.scaler.get_scale() < 1024.0, "出现 inf 梯度后 scaler.update() 应该把 scale 调小：每次更新后都要调用 scaler.update()。")
+
+
+def _check_logging_and_stop(impl, ref):
+    r, m = _run(ref, steps=6, acc=2, log_interval=2), _run(impl, steps=6, acc=2, log_interval=2)
+    expect(len(m.logs) == len(r.logs),
+           f"6 个 micro-step、log_interval=2 时 on_log 应调用 {len(r.logs)} 次，你的是 {len(m.logs)} 次。")
+    for a, b in zip(m.logs, r.logs):
+        expect(a.step == b.step, f"日志的 step 应为 {b.step}，你的是 {a.step}。")
+        if not math.isclose(a.loss, b.loss, rel_tol=1e-4):
+            if math.isclose(a.loss * 2, b.loss, rel_tol=1e-4):
+                fail("日志里的 loss 是除以 accumulation_steps 之后的值：记录时要乘回去（或记录 out.loss + out.aux_loss），"
+                     "否则 loss 曲线会随 accumulation_steps 变化。")
+            fail(f"第 {b.step} 步日志的 loss 应为 {b.loss:.4f}，你的是 {a.loss:.4f}。")
+        expect(a.tokens == b.tokens, f"第 {b.step} 步日志的 tokens 应为 {b.tokens}（不算 -100 的位置），你的是 {a.tokens}。")
+    m = _run(impl, steps=6, acc=2, stop_at=3)
+    expect(m.last == 3, f"on_step_end(3) 返回 True 时应在第 3 步停下并返回 3，你的返回 {m.last}。")
+    m = _run(impl, steps=4, acc=2, start_step=4, total=8)
+    r = _run(ref, steps=4, acc=2, start_step=4, total=8)
+    expect([round(x, 8) for x in m.lrs] == [round(x, 8) for x in r.lrs],
+           "从 start_step 续训时，step 要从 start_step + 1 接着数（学习率才能接上）。")
+
+
+def check(impl, ref) -> str:
+    _check_get_lr(impl, ref)
+    _check_precision(impl)
+    _check_accumulation(impl, ref)
+    _check_clipping(impl, ref)
+    _check_inf_skip(impl, ref)
+    _check_logging_and_stop(impl, ref)
+    return "get_lr、autocast、GradScaler、梯度累积、先 unscale 再裁剪、inf 跳过、日志与续训计数：全部正确。"

@@ -1,0 +1,112 @@
+"""The pretraining loop: learning-rate schedule, mixed precision, accumulation, clipping (stage 11).
+
+One optimiser step = `accumulation_steps` micro-batches: each micro-batch's loss is divided by
+`accumulation_steps` and back-propagated, so the gradients add up to those of one big batch.
+Then: unscale (GradScaler) -> clip -> step -> update the scaler -> zero the gradients.
+Lesson: notebooks/11_train_loop.ipynb.  Check: ``python -m workbook check 11``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def get_lr(current_step: int, total_steps: int, lr: float) -> float:
+    """Cosine decay from lr to lr/10, no warm-up.
+
+    lr_t = lr * (0.1 + 0.45 * (1 + cos(pi * t / T)))      t = current_step, T = total_steps
+    """
+    # TODO(learner): one line. At t = 0 it gives lr, at t = T it gives lr / 10.
+    raise NotImplementedError(
+        "TODO(11 train_loop): 在 workbook/train/loop.py 里写 get_lr，见 notebooks/11_train_loop.ipynb")
+
+
+def autocast_context(device_type: str, dtype: str):
+    """The `ctx` of MiniMind's trainer: where the forward pass runs in lower precision.
+
+    float32 -> no autocast (nullcontext); bfloat16 / float16 -> torch.autocast on that device
+    (CPU autocast supports bfloat16 and float16).  Matrix multiplies run in the low dtype,
+    numerically touchy ops (softmax, losses, norms) stay in fp32.
+    """
+    # TODO(learner):
+    #   1. an unknown dtype -> ValueError naming it (the keys of DTYPES are the valid ones)
+    #   2. "float32" -> nullcontext()  (nothing to do)
+    #   3. otherwise torch.autocast(device_type=..., dtype=DTYPES[dtype])
+    raise NotImplementedError(
+        "TODO(11 train_loop): 在 workbook/train/loop.py 里写 autocast_context，见 notebooks/11_train_loop.ipynb")
+
+
+def make_scaler(dtype: str, device_type: str = "cuda") -> torch.amp.GradScaler:
+    """GradScaler, enabled only for float16 (its 5-bit exponent underflows small gradients).
+
+    bf16 has fp32's exponent range, so it needs no scaling; a disabled scaler is a no-op whose
+    scale/unscale_/step/update calls simply pass through, so the loop stays the same.
+    """
+    # TODO(learner): torch.amp.GradScaler(device_type, enabled=...) -- enabled for which dtype?
+    raise NotImplementedError(
+        "TODO(11 train_loop): 在 workbook/train/loop.py 里写 make_scaler，见 notebooks/11_train_loop.ipynb")
+
+
+@dataclass
+class StepLog:
+    """What one logging call reports (also handed to wandb)."""
+    epoch: int
+    step: int  # micro-step within the epoch, counted from 1
+    iters: int  # micro-steps per epoch
+    loss: float  # lm_loss + aux_loss, undivided
+    lm_loss: float
+    aux_loss: float
+    lr: float
+    tokens: int  # non-pad tokens seen since the previous log
+    seconds: float  # wall time since the previous log
+
+
+def train_epoch(
+    epoch: int,
+    loader: Iterable,
+    iters: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    ctx,
+    *,
+    lr: float,
+    total_steps: int,
+    accumulation_steps: int = 8,
+    grad_clip: float = 1.0,
+    device: str | torch.device = "cpu",
+    log_interval: int = 100,
+    start_step: int = 0,
+    on_log: Callable[[StepLog], None] | None = None,
+    on_step_end: Callable[[int], bool | None] | None = None,
+) -> int:
+    """Run one epoch of micro-steps; return the last micro-step done.
+
+    loader yields (input_ids, labels), each (batch, seq) int64; labels use -100 for ignored
+    positions.  `start_step` micro-steps of this epoch were done before (resume): the loader
+    must already skip them, and counting continues from start_step + 1.
+    total_steps: the schedule's length in micro-steps (MiniMind: epochs * iters).
+    on_step_end(step) runs after every micro-step (save, validate, stop); returning True stops.
+    """
+    # TODO(learner): for step, (input_ids, labels) in enumerate(loader, start=start_step + 1):
+    #   1. move both tensors to `device`
+    #   2. lr for this micro-step: get_lr(epoch * iters + step, total_steps, lr), written into
+    #      every optimizer.param_groups[i]["lr"]
+    #   3. inside `with ctx:` run model(input_ids, labels=labels) -> out (out.loss, out.aux_loss);
+    #      loss = (out.loss + out.aux_loss) / accumulation_steps
+    #   4. scaler.scale(loss).backward()
+    #   5. every accumulation_steps micro-steps: scaler.unscale_(optimizer) -> clip_grad_norm_
+    #      -> scaler.step(optimizer) -> scaler.update() -> optimizer.zero_grad(set_to_none=True)
+    #   6. count the tokens that are not -100; every log_interval steps (and at step == iters)
+    #      call on_log(StepLog(...)) with the *undivided* loss, then reset the counters
+    #   7. if on_step_end is given and on_step_end(step) returns True: stop
+    #   return the last step
+    raise NotImplementedError(
+        "TODO(11 train_loop): 在 workbook/train/loop.py 里写 train_epoch，见 notebooks/11_train_loop.ipynb")
