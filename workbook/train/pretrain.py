@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from .checkpoint import load_resume, save_resume, save_weights, unwrap, weight_name
 
@@ -97,24 +97,33 @@ def validate(args, config) -> None:
                           f"({args.accumulation_steps}) 的倍数：否则存档时会丢掉累积了一半的梯度，续训就接不上。")
 
 
-class EpochSampler(Sampler):
-    """A permutation of the dataset seeded by (seed, epoch), minus the first `skip` samples.
+class SkipSampler(Sampler):
+    """Another sampler's indices minus the first `skip` (the samples a resumed run already saw).
 
-    Same seed and epoch -> same order, so a resumed run sees exactly the batches it had not seen.
+    The inner sampler is a DistributedSampler seeded by (seed, epoch): same seed and epoch, same
+    order, so skipping by count resumes exactly where the interrupted run stopped.
     """
 
-    def __init__(self, n: int, seed: int, epoch: int, skip: int = 0):
-        self.n, self.seed, self.epoch, self.skip = n, seed, epoch, skip
-
-    def order(self) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
-        return torch.randperm(self.n, generator=g)
+    def __init__(self, inner: Sampler, skip: int = 0):
+        self.inner, self.skip = inner, skip
 
     def __iter__(self):
-        return iter(self.order()[self.skip:].tolist())
+        it = iter(self.inner)
+        for _ in range(self.skip):
+            next(it, None)
+        return it
 
     def __len__(self) -> int:
-        return max(0, self.n - self.skip)
+        return max(0, len(self.inner) - self.skip)
+
+
+class SingleProcess:
+    """What init_distributed_mode returns outside torchrun (stage 12 is not needed then)."""
+
+    ddp, rank, local_rank, world_size = False, 0, 0, 1
+
+    def __init__(self, device: str):
+        self.device = torch.device(device)
 
 
 def make_dataset(path: str, tokenizer, max_length: int):
@@ -202,8 +211,16 @@ def run(argv: list[str] | None = None) -> dict:
         else:
             print(f"没有找到 {resume_path}，从头开始训练。")
 
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+    # torchrun sets RANK: then the learner's stage-12 code joins the process group
+    if "RANK" in os.environ:
+        from . import distributed
+        info = distributed.init_distributed_mode(args.device)
+        main_process = distributed.is_main_process()
+    else:
+        distributed, info, main_process = None, SingleProcess(args.device), True
+    # every rank its own seed (dropout); DDP copies rank 0's initial weights to the others
+    torch.manual_seed(args.seed + info.rank)
+    device = info.device
     ctx = loop.autocast_context(device.type, args.dtype)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_path)
     if len(tokenizer) != config.vocab_size:
@@ -225,22 +242,39 @@ def run(argv: list[str] | None = None) -> dict:
         unwrap(model).load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scaler.load_state_dict(resume["scaler"])
-        torch.random.set_rng_state(resume["rng"]["torch"])
         start_epoch, start_step = resume["epoch"], resume["step"]
+        if resume["world_size"] == info.world_size:
+            torch.random.set_rng_state(resume["rng"]["torch"])
+        else:  # same number of samples seen, counted in the new world size's micro-steps
+            from . import distributed as dist_mod
+            start_step = dist_mod.convert_resume_step(start_step, resume["world_size"], info.world_size)
         history = resume.get("history", history)
-        print(f"从 {resume_path} 续训：epoch {start_epoch + 1}，第 {start_step} 个 micro-step 之后。")
+        if main_process:
+            print(f"从 {resume_path} 续训：epoch {start_epoch + 1}，第 {start_step} 个 micro-step 之后"
+                  f"（存档时 {resume['world_size']} 个进程，现在 {info.world_size} 个）。")
     if args.use_compile:
-        model = torch.compile(model)
+        model = torch.compile(model)  # compile first, then wrap: DDP hooks stay outside the graph
+    if info.ddp:
+        model = distributed.wrap_ddp(model, info)
 
-    iters = math.ceil(len(train_ds) / args.batch_size)
+    def sampler_for(epoch: int) -> Sampler:
+        if info.ddp:
+            return distributed.make_sampler(train_ds, info, args.seed, epoch)
+        s = DistributedSampler(train_ds, num_replicas=1, rank=0, shuffle=True, seed=args.seed)
+        s.set_epoch(epoch)
+        return s
+
+    iters = math.ceil(len(sampler_for(0)) / args.batch_size)  # micro-steps per epoch, per rank
     total_steps = args.epochs * iters
     if args.max_steps:
         total_steps = min(total_steps, args.max_steps * args.accumulation_steps)
-    print(f"模型 {n_params:.2f}M 参数 | 数据 {len(train_ds)} 条 | 每个 epoch {iters} 个 micro-step | "
-          f"学习率调度共 {total_steps} 个 micro-step | 设备 {device} | {args.dtype}")
+    if main_process:
+        print(f"模型 {n_params:.2f}M 参数 | 数据 {len(train_ds)} 条 | {info.world_size} 个进程 | "
+              f"每个 epoch {iters} 个 micro-step | 学习率调度共 {total_steps} 个 micro-step | "
+              f"有效 batch {args.batch_size * info.world_size * args.accumulation_steps} | 设备 {device} | {args.dtype}")
 
     wandb_run = None
-    if args.use_wandb:
+    if args.use_wandb and main_process:
         import wandb
         wandb_run = wandb.init(project=args.wandb_project, config=vars(args),
                                id=(resume or {}).get("wandb_id"), resume="allow",
@@ -249,13 +283,19 @@ def run(argv: list[str] | None = None) -> dict:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, initial=start_epoch * iters + start_step, unit="step",
-               disable=args.no_progress, dynamic_ncols=True, file=sys.stdout)
+               disable=args.no_progress or not main_process, dynamic_ncols=True, file=sys.stdout)
     state = {"epoch": start_epoch, "done": False, "t0": time.perf_counter()}
 
     def opt_step(epoch: int, step: int) -> int:
         return (epoch * iters + step) // args.accumulation_steps
 
     def on_log(log: loop.StepLog) -> None:
+        if info.ddp:  # every rank reaches this at the same step: average the loss, add the tokens
+            t = torch.tensor([log.loss, log.lm_loss, log.aux_loss], device=device)
+            log.loss, log.lm_loss, log.aux_loss = distributed.reduce_mean(t, info).tolist()
+            log.tokens *= info.world_size
+        if not main_process:
+            return
         tok_s = log.tokens / max(log.seconds, 1e-9)
         s = opt_step(log.epoch, log.step)
         history["train"].append((s, log.loss))
@@ -268,9 +308,11 @@ def run(argv: list[str] | None = None) -> dict:
                            "lr": log.lr, "tokens_per_s": tok_s}, step=s)
 
     def save(epoch: int, step: int) -> None:
+        if not main_process:  # one writer; the other ranks hold identical weights
+            return
         save_weights(model, save_dir / f"{name}.pth")
         save_resume(resume_path, model=model, optimizer=optimizer, scaler=scaler, epoch=epoch,
-                    step=step, world_size=1, config=config.to_dict(),
+                    step=step, world_size=info.world_size, config=config.to_dict(),
                     extra={"history": history, "wandb_id": wandb_run.id if wandb_run else None})
 
     def on_step_end(step: int) -> bool:
@@ -279,8 +321,8 @@ def run(argv: list[str] | None = None) -> dict:
         global_micro = epoch * iters + step
         if step % args.accumulation_steps == 0:
             s = opt_step(epoch, step)
-            if val_ds is not None and args.eval_interval and s % args.eval_interval == 0:
-                v = evaluate(model, val_ds, args.batch_size, args.eval_batches, device, ctx)
+            if main_process and val_ds is not None and args.eval_interval and s % args.eval_interval == 0:
+                v = evaluate(unwrap(model), val_ds, args.batch_size, args.eval_batches, device, ctx)
                 history["val"].append((s, v))
                 bar.write(f"step {s}: validation loss {v:.4f}")
         if step % args.save_interval == 0:
@@ -294,7 +336,7 @@ def run(argv: list[str] | None = None) -> dict:
     for epoch in range(start_epoch, args.epochs):
         state["epoch"] = epoch
         skip = start_step if epoch == start_epoch else 0
-        sampler = EpochSampler(len(train_ds), args.seed, epoch, skip * args.batch_size)
+        sampler = SkipSampler(sampler_for(epoch), skip * args.batch_size)
         loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler,
                             num_workers=args.num_workers, pin_memory=device.type == "cuda",
                             drop_last=False)
@@ -307,12 +349,15 @@ def run(argv: list[str] | None = None) -> dict:
             break
     bar.close()
     save(state["epoch"], last)
+    if not main_process:
+        distributed.cleanup(info)
+        return {}
 
     summary = {"params_M": round(n_params, 2), "steps": opt_step(state["epoch"], last),
                "seconds": round(time.perf_counter() - state["t0"], 1),
                "weights": str(save_dir / f"{name}.pth")}
     if val_ds is not None:
-        v = evaluate(model, val_ds, args.batch_size, args.eval_batches, device, ctx)
+        v = evaluate(unwrap(model), val_ds, args.batch_size, args.eval_batches, device, ctx)
         if not history["val"] or history["val"][-1][0] != summary["steps"]:
             history["val"].append((summary["steps"], v))
         summary["val_loss"] = round(v, 4)
@@ -326,6 +371,8 @@ def run(argv: list[str] | None = None) -> dict:
                                                    encoding="utf-8")
     if wandb_run is not None:
         wandb_run.finish()
+    if info.ddp:
+        distributed.cleanup(info)
     print(f"完成：{summary['steps']} 步，{summary['seconds']} 秒" +
           (f"，验证 loss {summary['val_loss']}" if "val_loss" in summary else "") +
           f"。权重 {summary['weights']}，loss 曲线 {summary['loss_curve']}")
