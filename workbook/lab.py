@@ -70,6 +70,7 @@ def needs(stage_id: str | int):
     stage = stages.get(stage_id)
     try:
         yield
-    except NotImplementedError:
-        print(f"⏳ 这个实验要用到你在 {stage.id} 写的代码（{', '.join(stage.files())}），"
-              f"它还没写完。写完后重新运行这个单元格。")
+    except NotImplementedError as e:
+        # name the stub that was actually hit (it may be an earlier stage than `stage`)
+        print(f"⏳ 这个实验要用到第 {stage.id} 阶段（及之前）的代码，还有没写完的部分：\n   {e}\n"
+              f"   写完后重新运行这个单元格。")
