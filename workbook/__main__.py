@@ -18,6 +18,19 @@ def main(argv: list[str] | None = None) -> int:
     p_hint = sub.add_parser("hint", help="显示某一阶段的下一级提示")
     p_hint.add_argument("stage", help="阶段编号，例如 01")
     p_hint.add_argument("--level", type=int, default=None, help="直接显示第 N 级提示")
+    p_export = sub.add_parser("export", help="导出你的包（可安装，带 torchrun 启动脚本）")
+    p_export.add_argument("dir", help="导出到这个目录（不存在或为空）")
+    p_export.add_argument("--force", action="store_true", help="有阶段没通过也导出")
+    p_export.add_argument("--reference", action="store_true", help="导出参考实现而不是你的代码")
+    p_hf = sub.add_parser("export-hf", help="把训练好的 .pth 权重导出成 Hugging Face 目录")
+    p_hf.add_argument("weights", help="MiniMind 格式的 .pth（例如 out/pretrain_512.pth）")
+    p_hf.add_argument("out", help="输出目录")
+    p_hf.add_argument("--hidden_size", type=int, default=512)
+    p_hf.add_argument("--num_hidden_layers", type=int, default=8)
+    p_hf.add_argument("--num_attention_heads", type=int, default=8)
+    p_hf.add_argument("--num_key_value_heads", type=int, default=2)
+    p_hf.add_argument("--use_moe", type=int, default=0, choices=[0, 1])
+    p_hf.add_argument("--pth", help="同时另存一份 MiniMind 格式的 .pth（fp16）")
     args = parser.parse_args(argv)
 
     try:
@@ -30,6 +43,24 @@ def main(argv: list[str] | None = None) -> int:
             result = run_check(args.stage)
             print(result.report())
             return 0 if result.passed else 1
+        if args.command == "export":
+            from .export import ExportRefused, export_package
+            try:
+                dest = export_package(args.dir, reference=args.reference, force=args.force)
+            except (ExportRefused, FileExistsError) as e:
+                print(f"没有导出：{e}", file=sys.stderr)
+                return 1
+            print(f"已导出到 {dest}：pip install {dest}，然后 {dest}/train.sh --data_path ...")
+            return 0
+        if args.command == "export-hf":
+            from .export import export_hf
+            out = export_hf(args.weights, args.out, pth=args.pth, config_kwargs=dict(
+                hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
+                num_attention_heads=args.num_attention_heads,
+                num_key_value_heads=args.num_key_value_heads, use_moe=bool(args.use_moe)))
+            print(f"已导出 Hugging Face 目录 {out}："
+                  f"AutoModelForCausalLM.from_pretrained('{out}', trust_remote_code=True)")
+            return 0
         if args.command == "hint":
             from .hints import show
             print(show(args.stage, args.level))

@@ -25,9 +25,13 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from .checkpoint import load_resume, save_resume, save_weights, unwrap, weight_name
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = ROOT / "data" / "pretrain_poetry_train.jsonl.gz"
-DEFAULT_VAL = ROOT / "data" / "pretrain_poetry_val.jsonl.gz"
-DEFAULT_TOKENIZER = ROOT / "data" / "tokenizer"
+# In the repository the shipped corpus is the default; an exported package (workbook export)
+# carries only the tokenizer, under workbook/assets/, and needs --data_path.
+_IN_REPO = (ROOT / "data" / "tokenizer").is_dir()
+DEFAULT_DATA = ROOT / "data" / "pretrain_poetry_train.jsonl.gz" if _IN_REPO else ""
+DEFAULT_VAL = ROOT / "data" / "pretrain_poetry_val.jsonl.gz" if _IN_REPO else ""
+DEFAULT_TOKENIZER = (ROOT / "data" / "tokenizer" if _IN_REPO
+                     else Path(__file__).resolve().parents[1] / "assets" / "tokenizer")
 
 
 class ConfigError(ValueError):
@@ -79,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def validate(args, config) -> None:
     """Refuse bad input before anything is built or written."""
     data = Path(args.data_path)
-    if not data.is_file():
+    if not args.data_path or not data.is_file():
         raise ConfigError(f"--data_path：找不到数据文件 {data}")
     if args.val_path and not Path(args.val_path).is_file():
         raise ConfigError(f"--val_path：找不到验证集文件 {args.val_path}（不要验证就写 --val_path ''）")

@@ -1,0 +1,181 @@
+"""Exports for the graduate: the finished package, and trained weights.
+
+- ``python -m workbook export DIR``: an installable copy of the learner's own code (or the
+  reference with ``--reference``) plus the provided training infrastructure, a torchrun launch
+  script and a README.  No solutions, notebooks, checks or tests.  Refuses while a stage's
+  check fails, unless ``--force``.
+- ``python -m workbook export-hf WEIGHTS.pth OUT``: a Hugging Face folder (safetensors, config
+  with ``auto_map``, the modelling code, the tokenizer) that loads with
+  ``AutoModelForCausalLM.from_pretrained(OUT, trust_remote_code=True)``, and optionally a
+  MiniMind-layout ``.pth`` (fp16, every key, the tied pair twice).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import textwrap
+from pathlib import Path
+
+from . import _modes, stages
+
+REPO = _modes.PACKAGE_DIR.parent
+# Provided modules the exported package needs besides the exercises.
+INFRASTRUCTURE = ["model/hf.py", "data/packed.py", "data/pack.py", "train/checkpoint.py",
+                  "train/pretrain.py"]
+PACKAGES = ["", "model", "data", "train"]
+# The model's modules in dependency order (for the single-file remote code).
+MODEL_MODULES = ["model.norm", "model.rope", "model.attention", "model.feedforward", "model.moe",
+                 "model.block", "model.minimind", "model.causal_lm"]
+_INTERNAL_IMPORT = re.compile(r"^from (\.+[\w.]*|workbook(\.[\w.]+)?) import .*$", re.MULTILINE)
+
+
+class ExportRefused(RuntimeError):
+    """Some stage checks fail; the message lists them."""
+
+
+def failing_stages() -> list[str]:
+    from .progress import results
+
+    return [f"{r.stage.id} {r.stage.slug}（{r.stage.title}）" for r in results()
+            if not r.passed and r.status != "soon"]
+
+
+def _source_of(rel: str, reference: bool) -> Path:
+    """File of exercise module `rel`: the learner's, or the reference."""
+    base = _modes.SOLUTIONS_DIR if reference else _modes.PACKAGE_DIR
+    return base / (rel.replace(".", "/") + ".py")
+
+
+def export_package(dest: str | Path, *, reference: bool = False, force: bool = False) -> Path:
+    """Write an installable package to `dest` (must not exist or be empty)."""
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise FileExistsError(f"{dest} 已存在且不是空目录：换一个目录，免得覆盖别的文件。")
+    if not reference and not force:
+        bad = failing_stages()
+        if bad:
+            raise ExportRefused("这些阶段的检查还没通过，先不导出（加 --force 强制导出）：\n  " + "\n  ".join(bad))
+    pkg = dest / "workbook"
+    for sub in PACKAGES:
+        (pkg / sub).mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text(
+        '"""MiniMind, as written in the MiniMind Workbook (exported)."""\n', encoding="utf-8")
+    for sub in PACKAGES[1:]:
+        shutil.copyfile(_modes.PACKAGE_DIR / sub / "__init__.py", pkg / sub / "__init__.py")
+    for stage in stages.STAGES:
+        for rel in stage.modules:
+            shutil.copyfile(_source_of(rel, reference), pkg / (rel.replace(".", "/") + ".py"))
+    for rel in INFRASTRUCTURE:
+        shutil.copyfile(_modes.PACKAGE_DIR / rel, pkg / rel)
+    shutil.copytree(REPO / "data" / "tokenizer", pkg / "assets" / "tokenizer")
+
+    deps = _runtime_dependencies()
+    (dest / "pyproject.toml").write_text(textwrap.dedent(f"""\
+        [build-system]
+        requires = ["setuptools>=68"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "minimind-workbook-export"
+        version = "0.1.0"
+        description = "MiniMind written in the MiniMind Workbook ({'reference' if reference else 'learner'} code)"
+        requires-python = ">=3.10"
+        dependencies = {json.dumps(deps, ensure_ascii=False)}
+
+        [tool.setuptools.packages.find]
+        include = ["workbook*"]
+
+        [tool.setuptools.package-data]
+        workbook = ["assets/tokenizer/*"]
+        """), encoding="utf-8")
+    launch = dest / "train.sh"
+    launch.write_text(textwrap.dedent("""\
+        #!/usr/bin/env bash
+        # Pretrain with torchrun.  One node, all its GPUs:   ./train.sh --data_path pretrain_hq.bin
+        # Several nodes: NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 ./train.sh ...  (NODE_RANK=1 on the other)
+        set -euo pipefail
+        NPROC="${NPROC:-$(python -c 'import torch; print(max(torch.cuda.device_count(), 1))')}"
+        exec torchrun --nproc_per_node "$NPROC" --nnodes "${NNODES:-1}" --node_rank "${NODE_RANK:-0}" \\
+            --master_addr "${MASTER_ADDR:-127.0.0.1}" --master_port "${MASTER_PORT:-29500}" \\
+            -m workbook.train.pretrain "$@"
+        """), encoding="utf-8")
+    launch.chmod(0o755)
+    (dest / "README.md").write_text(textwrap.dedent(f"""\
+        # MiniMind（MiniMind Workbook 导出 / exported）
+
+        这是{'参考实现' if reference else '你在 MiniMind Workbook 里亲手写的代码'}，加上训练所需的基础设施，
+        可以独立安装、在 GPU 上训练。
+
+        ```bash
+        pip install .                       # 在 GPU 机器上先按 pytorch.org 装好 CUDA 版 torch
+        python -m workbook.data.pack pretrain_hq.jsonl pretrain_hq.bin --tokenizer workbook/assets/tokenizer
+        ./train.sh --data_path pretrain_hq.bin --max_seq_len 512 --batch_size 32 --dtype bfloat16
+        ```
+
+        - 单机多卡：`./train.sh ...`（默认用本机全部 GPU，即 `torchrun --nproc_per_node N`）。
+        - 多机：每台机器上 `NNODES=2 NODE_RANK=0|1 MASTER_ADDR=<主节点 IP> ./train.sh ...`。
+        - 有效 batch = `batch_size × GPU 总数 × accumulation_steps`。
+        - 参数与 MiniMind 的 `train_pretrain.py` 相同；`python -m workbook.train.pretrain --help` 列出全部。
+
+        English: `pip install .`, pack your jsonl with `python -m workbook.data.pack`, then `./train.sh --data_path X.bin ...`
+        (torchrun over all local GPUs; set NNODES/NODE_RANK/MASTER_ADDR for several nodes).
+        """), encoding="utf-8")
+    return dest
+
+
+def _runtime_dependencies() -> list[str]:
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    return [d for d in meta["project"]["dependencies"] if not d.startswith(("matplotlib", "wandb"))] + [
+        "matplotlib>=3.8", "wandb>=0.19"]
+
+
+def remote_code(module_files: dict[str, Path]) -> tuple[str, str]:
+    """(configuration_minimind.py, modeling_minimind.py) built from the implementation's files."""
+    def body(path: Path) -> str:
+        text = path.read_text(encoding="utf-8")
+        text = text.replace("from __future__ import annotations\n", "")
+        return _INTERNAL_IMPORT.sub("", text)
+
+    header = "from __future__ import annotations\n# Generated by `python -m workbook export-hf`.\n"
+    config = header + body(module_files["config"])
+    parts = [header, "from .configuration_minimind import MiniMindConfig\n"]
+    for rel in MODEL_MODULES:
+        parts.append(f"\n# ---- {rel} ----\n" + body(module_files[rel]))
+    return config, "".join(parts)
+
+
+def export_hf(weights: str | Path, out: str | Path, *, config_kwargs: dict,
+              pth: str | Path | None = None) -> Path:
+    """Load MiniMind-layout weights into the current implementation and write a HF folder."""
+    import torch
+
+    from .config import MiniMindConfig
+    from .model.causal_lm import MiniMindForCausalLM
+    from .train.checkpoint import save_weights
+
+    out = Path(out)
+    state = torch.load(weights, map_location="cpu")
+    config = MiniMindConfig(**config_kwargs)
+    model = MiniMindForCausalLM(config)
+    try:
+        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{weights} 和给出的模型参数对不上（hidden_size / num_hidden_layers / use_moe …）：{str(e)[:400]}") from None
+    config.auto_map = {"AutoConfig": "configuration_minimind.MiniMindConfig",
+                       "AutoModelForCausalLM": "modeling_minimind.MiniMindForCausalLM"}
+    model.save_pretrained(out, safe_serialization=True)
+    files = {"config": Path(__import__("workbook.config", fromlist=["x"]).__file__)}
+    for rel in MODEL_MODULES:
+        files[rel] = Path(_modes.impl_module(rel).__file__)
+    conf_src, model_src = remote_code(files)
+    (out / "configuration_minimind.py").write_text(conf_src, encoding="utf-8")
+    (out / "modeling_minimind.py").write_text(model_src, encoding="utf-8")
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(REPO / "data" / "tokenizer").save_pretrained(out)
+    if pth is not None:
+        save_weights(model, pth)
+    return out
