@@ -1,0 +1,138 @@
+"""Distributed data parallel (DDP): the same model on N processes, each on its own slice of data.
+
+Data parallelism: every process ("rank") holds a full copy of the model.  Each global batch is
+cut into `world_size` slices, one per rank; every rank runs forward and backward on its slice,
+and during backward DDP **all-reduces** the gradients (sums them over the ranks and divides by
+`world_size`), so after `backward()` every rank holds the gradient of the *whole* global batch
+and the identical optimiser step keeps the copies identical.
+
+    effective batch = batch_size × world_size × accumulation_steps      (samples per optimizer step)
+
+Four details make it correct:
+- the DistributedSampler gives each rank a different slice (without it every rank reads the same
+  samples: N times the compute for the data of one process);
+- ``sampler.set_epoch(epoch)`` reshuffles each epoch (without it every epoch has the same order);
+- MiniMind's ``freqs_cos``/``freqs_sin`` RoPE tables are non-persistent constant buffers that
+  every rank computes identically: DDP is told to ignore them, so it does not broadcast them;
+- only rank 0 (the main process) logs and saves: the ranks are identical, N writers of the same
+  file would race and N logs would repeat each other.
+
+``torchrun`` starts the processes and tells each who it is through environment variables
+(RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
+Lesson: notebooks/12_ddp.ipynb.  Check: ``python -m workbook check 12``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+
+# buffers every rank computes itself from the config (RoPE cos/sin tables, persistent=False)
+ROPE_BUFFER_SUFFIXES = ("freqs_cos", "freqs_sin")
+
+
+@dataclass
+class DistInfo:
+    """Who this process is.  ddp=False: a plain single-process run (rank 0 of 1)."""
+
+    ddp: bool
+    rank: int  # global rank, 0 … world_size-1, over all nodes
+    local_rank: int  # rank on this node = which GPU of this node
+    world_size: int  # number of processes over all nodes
+    device: torch.device
+
+
+def init_distributed_mode(device: str = "cpu") -> DistInfo:
+    """Join the process group torchrun set up, or report a single-process run.
+
+    RANK unset (plain ``python -m ...``) -> DistInfo(False, 0, 0, 1, torch.device(device)).
+    Otherwise read RANK, LOCAL_RANK, WORLD_SIZE (torchrun sets them, plus MASTER_ADDR/PORT),
+    init_process_group with backend "nccl" on GPU (device "cuda…" and CUDA available) or
+    "gloo" on CPU; on GPU pin this process to GPU LOCAL_RANK: device = cuda:LOCAL_RANK.
+    """
+    if "RANK" not in os.environ:
+        return DistInfo(False, 0, 0, 1, torch.device(device))
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    # NCCL talks GPU to GPU (NVLink, InfiniBand); gloo is the CPU backend
+    use_cuda = torch.cuda.is_available() and str(device).startswith("cuda")
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        # one process per GPU: rank r of this node uses GPU r
+        torch.cuda.set_device(local_rank)
+        dev = torch.device(f"cuda:{local_rank}")
+    else:
+        dev = torch.device(device)
+    return DistInfo(True, rank, local_rank, world_size, dev)
+
+
+def is_main_process() -> bool:
+    """True when not distributed or rank 0: the one process that logs, plots and saves."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def make_sampler(dataset, info: DistInfo, seed: int, epoch: int) -> DistributedSampler:
+    """The slice of `dataset` this rank reads in `epoch`.
+
+    Shuffles with (seed + epoch) — the same permutation on every rank — then rank r takes
+    indices r, r + world_size, r + 2·world_size, … of it (padded to equal length).
+    set_epoch(epoch): a new permutation every epoch; without it every epoch repeats epoch 0.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
+                                 shuffle=True, seed=seed, drop_last=False)
+    sampler.set_epoch(epoch)
+    return sampler
+
+
+def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """DistributedDataParallel(model): broadcasts rank 0's weights once, then averages the
+    gradients over all ranks during every backward.
+
+    The RoPE tables (``model.freqs_cos``, ``model.freqs_sin``) are buffers registered with
+    persistent=False: constants every rank computes itself.  DDP would broadcast them from
+    rank 0 (at wrap time and, with broadcast_buffers, before every forward) for nothing, so they
+    are listed in ``_ddp_params_and_buffers_to_ignore``.
+    """
+    model._ddp_params_and_buffers_to_ignore = {
+        name for name, _ in model.named_buffers() if name.endswith(ROPE_BUFFER_SUFFIXES)
+    }
+    # on GPU: this process's single device; on CPU: device_ids must be None
+    device_ids = [info.local_rank] if info.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The mean of `value` over all ranks (for logging a loss averaged over the ranks).
+
+    mean = (Σ_ranks value) / world_size; works on a copy, `value` is unchanged.
+    Not distributed: `value` itself (identity).
+    """
+    if not info.ddp:
+        return value
+    out = value.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / info.world_size
+
+
+def convert_resume_step(step: int, old_world_size: int, new_world_size: int) -> int:
+    """Micro-steps done with `old_world_size` ranks -> micro-steps with `new_world_size` ranks
+    that cover the same number of samples:  step · old // new.
+
+    One micro-step consumes batch_size × world_size samples, so 10 steps on 2 ranks = 20 on 1.
+    """
+    return step * old_world_size // new_world_size
+
+
+def cleanup(info: DistInfo) -> None:
+    """Wait for every rank (barrier), then leave the process group; no-op when not DDP.
+
+    Without the barrier a fast rank could tear the group down while rank 0 is still saving.
+    """
+    if not info.ddp:
+        return
+    dist.barrier()
+    dist.destroy_process_group()
