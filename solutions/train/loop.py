@@ -91,7 +91,8 @@ def train_epoch(
     on_step_end(step) runs after every micro-step (save, validate, stop); returning True stops.
     """
     last_log = time.perf_counter()
-    tokens = 0
+    # counted on the device: an .item() per micro-step would stall the GPU queue every step
+    tokens = torch.zeros((), dtype=torch.long, device=device)
     step = start_step
     for step, (input_ids, labels) in enumerate(loader, start=start_step + 1):
         input_ids = input_ids.to(device, non_blocking=True)
@@ -119,13 +120,15 @@ def train_epoch(
             # only after the step: the micro-steps in between must keep adding up
             optimizer.zero_grad(set_to_none=True)
 
-        tokens += int((labels != -100).sum())
+        tokens += (labels != -100).sum()
         if on_log is not None and (step % log_interval == 0 or step == iters):
-            now = time.perf_counter()
+            # the only host synchronisation: once per log line
             lm = out.loss.item()
             aux = out.aux_loss.detach().item()
-            on_log(StepLog(epoch, step, iters, lm + aux, lm, aux, lr_now, tokens, now - last_log))
-            last_log, tokens = now, 0
+            now = time.perf_counter()
+            on_log(StepLog(epoch, step, iters, lm + aux, lm, aux, lr_now, int(tokens), now - last_log))
+            last_log = now
+            tokens.zero_()
         if on_step_end is not None and on_step_end(step):
             break
     return step

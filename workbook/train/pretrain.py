@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--eval_interval", type=int, default=0, help="每多少个优化器步算一次验证 loss，0 = 只在最后算")
     a("--eval_batches", type=int, default=20)
     a("--seed", type=int, default=42)
+    # GPU fast path, each part on its own switch (bench/pretrain_speed.py measures them)
+    a("--fused_adamw", type=int, default=0, choices=[0, 1], help="AdamW(fused=True)：一个 kernel 更新全部参数")
+    a("--moe_dense", type=int, default=0, choices=[0, 1], help="MoE 不按 token 分组：无同步、可整体编译")
+    a("--flash_attn", type=int, default=1, choices=[0, 1], help="注意力用 F.scaled_dot_product_attention")
+    a("--pin_memory", type=int, default=1, choices=[0, 1], help="GPU 上用锁页内存 + non_blocking 拷贝")
     a("--samples", type=int, default=3, help="训练结束后生成几首诗")
     a("--no_progress", action="store_true", help="不显示进度条")
     return p
@@ -202,7 +207,7 @@ def run(argv: list[str] | None = None) -> dict:
                             num_attention_heads=args.num_attention_heads,
                             num_key_value_heads=args.num_key_value_heads,
                             max_position_embeddings=args.max_position_embeddings,
-                            use_moe=bool(args.use_moe))
+                            use_moe=bool(args.use_moe), flash_attn=bool(args.flash_attn))
     validate(args, config)
     save_dir = Path(args.save_dir)
     name = weight_name(args.save_weight, config.hidden_size, config.use_moe)
@@ -238,7 +243,10 @@ def run(argv: list[str] | None = None) -> dict:
     train_ds = make_dataset(args.data_path, tokenizer, args.max_seq_len)
     val_ds = make_dataset(args.val_path, tokenizer, args.max_seq_len) if args.val_path else None
     scaler = loop.make_scaler(args.dtype, device.type)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
+    from .fast import enable_dense_moe, make_optimizer
+    optimizer = make_optimizer(model, args.learning_rate, fused=bool(args.fused_adamw))
+    if args.moe_dense:
+        enable_dense_moe(model)
 
     start_epoch, start_step = 0, 0
     history = {"train": [], "val": []}
@@ -342,7 +350,7 @@ def run(argv: list[str] | None = None) -> dict:
         skip = start_step if epoch == start_epoch else 0
         sampler = SkipSampler(sampler_for(epoch), skip * args.batch_size)
         loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler,
-                            num_workers=args.num_workers, pin_memory=device.type == "cuda",
+                            num_workers=args.num_workers, pin_memory=bool(args.pin_memory) and device.type == "cuda",
                             drop_last=False)
         last = loop.train_epoch(epoch, loader, iters, model, optimizer, scaler, ctx,
                                 lr=args.learning_rate, total_steps=total_steps,
