@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup lab test test-fast clean
+.PHONY: setup lab test test-fast clean showcase
 
 setup: $(STAMP)
 
@@ -28,3 +28,14 @@ test-fast: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .workbook
+
+# The showcase run: ~10 minutes on a 2-core CPU, then poems from titles (see README).
+# Runs whatever WORKBOOK_IMPL selects: your code (default) or the reference (=solutions).
+SHOWCASE_DATA := out/poetry_train.bin
+showcase: setup
+	@test -f $(SHOWCASE_DATA) || $(PY) -m workbook.data.pack data/pretrain_poetry_train.jsonl.gz $(SHOWCASE_DATA) --tokenizer data/tokenizer
+	$(PY) -m workbook.train.pretrain --save_dir out/showcase --data_path $(SHOWCASE_DATA) \
+	    --hidden_size 256 --num_hidden_layers 4 --num_attention_heads 4 --num_key_value_heads 2 \
+	    --max_seq_len 128 --batch_size 32 --accumulation_steps 1 --learning_rate 3e-3 \
+	    --max_steps 1000 --log_interval 50 --save_interval 250 --eval_interval 250 --eval_batches 20 \
+	    --num_workers 1 --dtype bfloat16 --samples 5 --device cpu

@@ -91,3 +91,12 @@ def test_resume_from_another_config_is_refused_and_nothing_is_overwritten(tmp_pa
     assert "num_hidden_layers=2" in out.stderr and "num_hidden_layers=3" in out.stderr
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert resume.exists()
+
+
+def test_regular_line_share_counts_five_and_seven_character_couplets():
+    from workbook.train.pretrain import regular_line_share
+
+    poems = ["《静夜思》李白\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。",
+             "《绝句》杜甫\n两个黄鹂鸣翠柳，一行白鹭上青天。\n窗含西岭千秋雪门泊东吴万里船"]
+    assert regular_line_share(poems) == 0.75  # the last line has no punctuation
+    assert regular_line_share(["《题》某\n晚雨霏霏，风空绕日天。"]) == 0.0  # 4 + 5 characters

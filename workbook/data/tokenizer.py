@@ -11,7 +11,6 @@ Lesson: notebooks/09_tokenizer.ipynb.  Check: ``python -m workbook check 09``.
 """
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -30,28 +29,8 @@ CHAT_TEMPLATE = (
 )
 
 
-def iter_texts(path: str | Path) -> Iterator[str]:
-    """Yield the "text" field of every non-blank line of a .jsonl or .jsonl.gz file, streaming.
-
-    Given (stage 10 writes the same parsing for the dataset).
-
-    Raises ValueError naming the file and the 1-based line number for a line that is not JSON or
-    has no string "text".
-    """
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line).get("text")
-            except (json.JSONDecodeError, AttributeError) as e:
-                raise ValueError(f"{path}:{lineno}: 不是一个 JSON 对象 (not a JSON object): {e}"
-                                 ) from None
-            if not isinstance(text, str):
-                raise ValueError(f'{path}:{lineno}: 缺少字符串字段 "text" (no string "text" field)')
-            yield text
+# Provided: stream the "text" of every line of a .jsonl / .jsonl.gz file (file:line on bad input).
+from workbook.data.packed import iter_jsonl_texts as iter_texts  # noqa: F401
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 6400) -> Tokenizer:
