@@ -100,3 +100,17 @@ def test_regular_line_share_counts_five_and_seven_character_couplets():
              "《绝句》杜甫\n两个黄鹂鸣翠柳，一行白鹭上青天。\n窗含西岭千秋雪门泊东吴万里船"]
     assert regular_line_share(poems) == 0.75  # the last line has no punctuation
     assert regular_line_share(["《题》某\n晚雨霏霏，风空绕日天。"]) == 0.0  # 4 + 5 characters
+
+
+@pytest.mark.slow
+def test_wandb_logs_offline_without_a_login(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    out = run_py(pretrain_args(tmp_path / "out", "--max_steps", "2", "--accumulation_steps", "1",
+                               "--save_interval", "2", "--log_interval", "1", "--val_path", "",
+                               "--use_wandb"), mode="solutions")
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))

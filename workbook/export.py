@@ -20,10 +20,17 @@ from pathlib import Path
 from . import _modes, stages
 
 REPO = _modes.PACKAGE_DIR.parent
-# Provided modules the exported package needs besides the exercises.
-INFRASTRUCTURE = ["model/hf.py", "data/packed.py", "data/pack.py", "train/checkpoint.py",
-                  "train/pretrain.py"]
 PACKAGES = ["", "model", "data", "train"]
+
+
+def infrastructure() -> list[str]:
+    """Provided (non-exercise) modules of the model/data/train packages: the exported package
+    needs them beside the exercises (pretrain command, checkpoints, packing, fast path …)."""
+    exercise = {m.replace(".", "/") + ".py" for s in stages.STAGES for m in s.modules}
+    return sorted(p.relative_to(_modes.PACKAGE_DIR).as_posix()
+                  for sub in PACKAGES[1:] for p in (_modes.PACKAGE_DIR / sub).glob("*.py")
+                  if p.name != "__init__.py"
+                  and p.relative_to(_modes.PACKAGE_DIR).as_posix() not in exercise)
 # The model's modules in dependency order (for the single-file remote code).
 MODEL_MODULES = ["model.norm", "model.rope", "model.attention", "model.feedforward", "model.moe",
                  "model.block", "model.minimind", "model.causal_lm"]
@@ -66,7 +73,7 @@ def export_package(dest: str | Path, *, reference: bool = False, force: bool = F
     for stage in stages.STAGES:
         for rel in stage.modules:
             shutil.copyfile(_source_of(rel, reference), pkg / (rel.replace(".", "/") + ".py"))
-    for rel in INFRASTRUCTURE:
+    for rel in infrastructure():
         shutil.copyfile(_modes.PACKAGE_DIR / rel, pkg / rel)
     shutil.copytree(REPO / "data" / "tokenizer", pkg / "assets" / "tokenizer")
 

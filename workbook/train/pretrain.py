@@ -197,6 +197,16 @@ def generate_samples(model, tokenizer, prompts, device, max_new_tokens: int = 64
     return out
 
 
+def _wandb_logged_in() -> bool:
+    """An API key in the environment or in ~/.netrc (where `wandb login` puts it); no network."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return "api.wandb.ai" in (Path.home() / ".netrc").read_text()
+    except OSError:
+        return False
+
+
 _HAN = "[\u4e00-\u9fff]"
 _REGULAR_LINE = re.compile(f"^(?:{_HAN}{{5}}|{_HAN}{{7}})[，、；：](?:{_HAN}{{5}}|{_HAN}{{7}})[。？！]$")
 
@@ -302,9 +312,10 @@ def run(argv: list[str] | None = None) -> dict:
     wandb_run = None
     if args.use_wandb and main_process:
         import wandb
-        wandb_run = wandb.init(project=args.wandb_project, config=vars(args),
-                               id=(resume or {}).get("wandb_id"), resume="allow",
-                               mode=os.environ.get("WANDB_MODE") or ("online" if wandb.api.api_key else "offline"))
+        # online only for a logged-in user; WANDB_MODE, when set, decides
+        mode = os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
+        wandb_run = wandb.init(project=args.wandb_project, config=vars(args), mode=mode,
+                               id=(resume or {}).get("wandb_id"), resume="allow")
 
     from tqdm.auto import tqdm
 
