@@ -10,6 +10,7 @@
 Every subprocess runs WORKBOOK_IMPL=solutions and has a timeout, so a hang fails the test.
 """
 import os
+import time
 import shutil
 import subprocess
 import sys
@@ -145,18 +146,26 @@ def test_moe_under_torchrun_does_not_hang(packed, tmp_path):
     assert (tmp_path / "pretrain_32_moe.pth").is_file()
 
 
-def _moe_worker(rank: int, port: int, out_dir: str) -> None:
+def _moe_worker(rank: int, out_dir: str) -> None:
     """Rank 1 feeds one repeated token: every position has the same hidden state, so all of them
-    pick the same top-2 experts and the other experts receive no token on that rank."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    pick the same top-2 experts and the other experts receive no token on that rank.
+
+    The ranks meet through a file, not a TCP port picked in advance: on a busy machine another
+    process can take such a port between the pick and the start (torchrun's tests cover env://).
+    A collective that waits longer than 60 s raises instead of hanging."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
     torch.set_num_threads(1)
     from workbook import _modes
 
     d = _modes.reference_module("train.distributed")
     Config = _modes.reference_module("config").MiniMindConfig
     LM = _modes.reference_module("model.causal_lm").MiniMindForCausalLM
-    info = d.init_distributed_mode("cpu")
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    info = d.DistInfo(True, rank, rank, 2, torch.device("cpu"))
     torch.manual_seed(0)
     model = LM(Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                       vocab_size=64, use_moe=True))
@@ -182,14 +191,14 @@ def _moe_worker(rank: int, port: int, out_dir: str) -> None:
 def test_moe_expert_without_tokens_on_one_rank(tmp_path):
     import torch.multiprocessing as mp
 
-    ctx = mp.start_processes(_moe_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=False,
+    ctx = mp.start_processes(_moe_worker, args=(str(tmp_path),), nprocs=2, join=False,
                              start_method="spawn")
     try:
-        for _ in range(600):  # 120 s
-            if ctx.join(timeout=0.2):
-                break
-        else:
-            pytest.fail("the 2-rank MoE run hung (an expert without tokens left DDP waiting)")
+        deadline = time.time() + 300  # start-up included; the collectives themselves time out at 60 s
+        while not ctx.join(timeout=0.5):
+            if time.time() > deadline:
+                done = [r for r in (0, 1) if (tmp_path / f"rank{r}.pt").exists()]
+                pytest.fail(f"the 2-rank MoE run hung (ranks that finished: {done})")
     finally:
         for p in ctx.processes:
             if p.is_alive():

@@ -101,7 +101,7 @@ def _work(rank: int, world_size: int, port: int, module: str, out_dir: str, epoc
 
 
 def run_demo(world_size: int = 2, module: str = "workbook.train.distributed", epochs: int = 2,
-             timeout: float = 60.0) -> list[dict]:
+             timeout: float = 120.0) -> list[dict]:
     """Start `world_size` worker processes (torch.multiprocessing, spawn) and collect their results.
 
     A stub (NotImplementedError) in a worker comes back as NotImplementedError here (so that
@@ -111,6 +111,17 @@ def run_demo(world_size: int = 2, module: str = "workbook.train.distributed", ep
     """
     import torch.multiprocessing as mp
 
+    for attempt in (1, 2):
+        try:
+            return _run_once(mp, world_size, module, epochs, timeout)
+        except mp.ProcessRaisedException as e:
+            # the free port was taken by another program between the pick and the start: pick again
+            if attempt == 2 or "address already in use" not in str(e).lower():
+                raise
+    raise AssertionError("unreachable")
+
+
+def _run_once(mp, world_size: int, module: str, epochs: int, timeout: float) -> list[dict]:
     with tempfile.TemporaryDirectory() as out_dir:
         ctx = mp.start_processes(worker, args=(world_size, free_port(), module, out_dir, epochs),
                                  nprocs=world_size, join=False, start_method="spawn")

@@ -300,7 +300,12 @@ def run(argv: list[str] | None = None) -> dict:
         s.set_epoch(epoch)
         return s
 
-    iters = math.ceil(len(sampler_for(0)) / args.batch_size)  # micro-steps per epoch, per rank
+    # A compiled model recompiles (and re-records CUDA graphs) for a smaller last batch: drop it.
+    drop_last = bool(args.use_compile)
+    n_rank = len(sampler_for(0))
+    iters = n_rank // args.batch_size if drop_last else math.ceil(n_rank / args.batch_size)  # per rank
+    if iters == 0:
+        raise ConfigError(f"--batch_size {args.batch_size} 比每个进程分到的样本数 {n_rank} 还大")
     total_steps = args.epochs * iters
     if args.max_steps:
         total_steps = min(total_steps, args.max_steps * args.accumulation_steps)
@@ -376,7 +381,7 @@ def run(argv: list[str] | None = None) -> dict:
         sampler = SkipSampler(sampler_for(epoch), skip * args.batch_size)
         loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler,
                             num_workers=args.num_workers, pin_memory=bool(args.pin_memory) and device.type == "cuda",
-                            drop_last=False)
+                            drop_last=drop_last)
         last = loop.train_epoch(epoch, loader, iters, model, optimizer, scaler, ctx,
                                 lr=args.learning_rate, total_steps=total_steps,
                                 accumulation_steps=args.accumulation_steps, grad_clip=args.grad_clip,
