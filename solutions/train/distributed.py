@@ -71,7 +71,11 @@ def init_distributed_mode(device: str = "cpu") -> DistInfo:
 
 
 def is_main_process() -> bool:
-    """True when not distributed or rank 0: the one process that logs, plots and saves."""
+    """True when not distributed or global rank 0: the one process that logs, plots and saves.
+
+    Global rank (RANK, dist.get_rank()), not LOCAL_RANK: with several nodes every node has a
+    LOCAL_RANK 0, but only one process of the whole job may write the logs and checkpoints.
+    """
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
@@ -79,7 +83,9 @@ def make_sampler(dataset, info: DistInfo, seed: int, epoch: int) -> DistributedS
     """The slice of `dataset` this rank reads in `epoch`.
 
     Shuffles with (seed + epoch) — the same permutation on every rank — then rank r takes
-    indices r, r + world_size, r + 2·world_size, … of it (padded to equal length).
+    indices r, r + world_size, r + 2·world_size, … of it (padded to equal length); r is the
+    global rank info.rank (info.local_rank repeats on every node: those slices would be read
+    once per node and the others never).
     set_epoch(epoch): a new permutation every epoch; without it every epoch repeats epoch 0.
     """
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,

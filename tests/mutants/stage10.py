@@ -146,6 +146,26 @@ def _bare_key(line, path, lineno, index):
     return record["text"]  # KeyError / TypeError leak out
 
 
+def _text_not_type_checked(line, path, lineno, index):
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}:{lineno}: 不是 JSON") from None
+    if not isinstance(record, dict) or "text" not in record:  # the mistake: 123, null, [...] get through
+        raise ValueError(f'{path}:{lineno}: 没有 "text"')
+    return record["text"]
+
+
+def _text_made_str(line, path, lineno, index):
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}:{lineno}: 不是 JSON") from None
+    if not isinstance(record, dict) or "text" not in record:
+        raise ValueError(f'{path}:{lineno}: 没有 "text"')
+    return str(record["text"])  # the mistake: 123 becomes the poem "123", null becomes "None"
+
+
 def _skip_bad(line, path, lineno, index):
     try:
         return json.loads(line)["text"]
@@ -179,6 +199,8 @@ MUTANTS = {
     "line_number_zero_based": (_text_mutant(_zero_based), "从 0 开始数了"),
     "line_number_skips_blank_lines": (_text_mutant(_nonblank_index), "没有算空行"),
     "missing_text_keyerror": (_text_mutant(_bare_key), "KeyError"),
+    "text_not_a_string_passed_on": (_text_mutant(_text_not_type_checked), 'isinstance(record.get("text"), str)'),
+    "text_not_a_string_converted": (_text_mutant(_text_made_str), "别把它转成字符串"),
     "bad_lines_skipped": (_text_mutant(_skip_bad), "没有报错"),
     "empty_file_accepted": (SimpleNamespace(PretrainDataset=_EmptyOk), "构造成功了"),
 }

@@ -71,6 +71,24 @@ def _wrap_ignore_after(model, info):
     return wrapped
 
 
+def _sampler_local_rank(dataset, info, seed, epoch):
+    s = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.local_rank, shuffle=True,
+                           seed=seed, drop_last=False)
+    s.set_epoch(epoch)
+    return s
+
+
+def _main_by_local_rank():
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
+def _wrap_global_rank_gpu(model, info):
+    model._ddp_params_and_buffers_to_ignore = {n for n, _ in model.named_buffers()
+                                                if n.endswith(("freqs_cos", "freqs_sin"))}
+    device_ids = [info.rank] if info.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
 def _cleanup_no_barrier(info):
     if info.ddp:
         dist.destroy_process_group()
@@ -113,6 +131,10 @@ MUTANTS = {
     "no_barrier": (_impl(cleanup=_cleanup_no_barrier), "barrier"),
     "resume_ratio_inverted": (_impl(convert_resume_step=lambda step, old, new: step * new // old), "比例反了"),
     "resume_not_converted": (_impl(convert_resume_step=lambda step, old, new: step), "原样返回"),
+    # several nodes: RANK 3 is GPU 1 of the second node
+    "sampler_by_local_rank": (_impl(make_sampler=_sampler_local_rank), "不是 info.local_rank"),
+    "main_by_local_rank": (_impl(is_main_process=_main_by_local_rank), "像是按 LOCAL_RANK 判断的"),
+    "ddp_device_ids_global_rank": (_impl(wrap_ddp=_wrap_global_rank_gpu), "device_ids 用了 info.rank"),
     "nccl_on_cpu": (_impl(init_distributed_mode=_init(backend_cpu="nccl")), "'gloo'"),
     "gpu_from_global_rank": (_impl(init_distributed_mode=_init(gpu_from="RANK")), "LOCAL_RANK"),
 }

@@ -1,8 +1,10 @@
 """Check for stage 05: MoEGate and MOEFeedForward.
 
 Gate: unsorted top-k compared as sets, the renormalisation rule (k > 1 only), both aux-loss
-forms against the reference, zero outside training.  MoE layer: the training path, the eval path
-(moe_infer) and their agreement, shared experts, the zero contribution of an unused expert.
+forms against the reference, zero outside training, and a fresh gate's initialisation
+(kaiming_uniform(a=√5), compared with the reference's statistics).  MoE layer: the state_dict keys
+and their order (experts, gate, shared_experts), the training path, the eval path (moe_infer) and
+their agreement, shared experts, the zero contribution of an unused expert.
 Known mistakes are named by recomputing what each would output.
 """
 from __future__ import annotations
@@ -63,6 +65,9 @@ def _aux_candidates(scores, idx, bsz, seq, k, alpha, seq_aux):
         return [
             (lambda: alpha * (counts / seq * s_mean).sum(1).mean(),
              "seq_aux 的归一化因子不对：ce[b, e] 要除以 s·k/E（均匀时每个专家分到的槽数），你像是只除以了 s。"),
+            (lambda: alpha * (counts / (seq / E) * s_mean).sum(1).mean(),
+             "seq_aux 的归一化因子少了 k：ce[b, e] 要除以 s·k/E（每个 token 有 k 个路由槽 (slot)，一条序列共 s·k 个），"
+             "你像是除以了 s/E，结果是正确值的 k 倍。"),
             (lambda: alpha * (counts / (seq * k) * s_mean).sum(1).mean(),
              "seq_aux 的归一化因子不对：你除以了 s·k（得到比例），还要再乘 E：ce[b, e] = 次数 / (s·k/E)，均匀时 ce = 1。"),
             (lambda: alpha * (counts / (seq * k / E) * s_mean).sum(1).sum(),
@@ -140,6 +145,59 @@ def _check_gate(impl, ref) -> None:
     expect(float(aux3) == 0.0, "aux_loss_alpha=0 时 aux_loss 应该是 0。")
 
 
+INIT_HIDDEN = 256  # wide enough (E·H = 1024 weights) for stable init statistics
+
+
+def _fresh_gate_weight(build, cfg, what):
+    """The gate weight a freshly built module holds (its own initialisation, no weights loaded)."""
+    # Poison the allocator: a weight left at torch.empty then likely reuses this freed block and
+    # holds NaN, instead of the values of a previously freed, properly initialised gate.
+    torch.full((cfg.n_routed_experts, cfg.hidden_size), float("nan"))  # allocated and freed at once
+    with seeded(7):
+        try:
+            module = build(cfg)
+        except TypeError as e:
+            fail(f"{what}(config) 构造失败：{e}。")
+    gate = module if what == "MoEGate" else getattr(module, "gate", None)
+    w = getattr(gate, "weight", None)
+    expect(isinstance(w, torch.Tensor) and tuple(w.shape) == (cfg.n_routed_experts, cfg.hidden_size),
+           f"{what} 的门控参数 weight 形状应该是 (n_routed_experts, hidden) = "
+           f"{(cfg.n_routed_experts, cfg.hidden_size)}，你的是 {getattr(w, 'shape', w)!r}。")
+    return w.detach().double().clone()
+
+
+def _check_gate_init(impl, ref) -> None:
+    """A fresh gate: kaiming_uniform_(a=√5), i.e. U(-1/√H, 1/√H), as the reference gives it."""
+    cfg = _cfg(hidden_size=INIT_HIDDEN)
+    with seeded(7):
+        rw = ref.MoEGate(cfg).weight.detach().double()
+    bound = 1 / INIT_HIDDEN ** 0.5  # kaiming_uniform_(a=√5): gain √(1/3), bound = gain·√(3/fan_in)
+    r_std = rw.std().item()
+    for what, build in (("MoEGate", impl.MoEGate), ("MOEFeedForward", impl.MOEFeedForward)):
+        w = _fresh_gate_weight(build, cfg, what)
+        name = "MoEGate.weight" if what == "MoEGate" else "MOEFeedForward 新建时的 gate.weight"
+        want = (f"应该是 kaiming_uniform_(a=√5)，即均匀分布 U(-1/√H, 1/√H)：H={INIT_HIDDEN} 时 |w| ≤ {bound:.4f}，"
+                f"标准差 std ≈ {r_std:.4f}")
+        if not torch.isfinite(w).all():
+            fail(f"{name} 里有 NaN/inf：像是只建了 torch.empty 却没有初始化。torch.empty 只分配内存，里面是残留的"
+                 f"随机字节。{want}：在 __init__ 里建好参数后调用 self.reset_parameters()。")
+        std, mx = w.std().item(), w.abs().max().item()
+        if mx == 0.0:
+            fail(f"{name} 全是 0：所有专家的分数都一样 (1/E)，选谁全看并列 (tie) 怎么打破，路由器从一开始就分不出专家。"
+                 f"{want}。像是用了 torch.zeros，或 torch.empty 之后没有调用 self.reset_parameters()。")
+        if mx <= bound * 1.0001 and abs(std / r_std - 1) < 0.15 and abs(w.mean().item()) < 0.2 * r_std:
+            continue
+        guess = ""
+        if 0.8 < std < 1.2:
+            guess = ("你的像是标准正态 N(0, 1)（torch.randn / nn.init.normal_）：logits 大了 √(3H) 倍，"
+                     "softmax 几乎是 one-hot，一开始每个 token 就只认一个专家。")
+        elif abs(std / (r_std * 6 ** 0.5) - 1) < 0.15:
+            guess = "你的像是 kaiming_uniform_ 没有传 a=math.sqrt(5)（默认 a=0，范围大了 √6 倍）。"
+        fail(f"{name} 的初始分布不对：{want}；你的 std = {std:.4g}，max|w| = {mx:.4g}。{guess}"
+             f"在 __init__ 里建好 nn.Parameter(torch.empty(...)) 后调用 self.reset_parameters()（已经写好），"
+             f"不要另外初始化。")
+
+
 def _moe_pair(impl, ref, cfg, seed=3):
     with seeded(seed):
         try:
@@ -148,6 +206,18 @@ def _moe_pair(impl, ref, cfg, seed=3):
             fail(f"MOEFeedForward(config) 构造失败：{e}。")
         r = ref.MOEFeedForward(cfg)
     load_same_weights(m, r, "MOEFeedForward")
+    got, want = list(m.state_dict()), list(r.state_dict())
+    if got != want:
+        def top(keys):
+            return list(dict.fromkeys(k.split(".")[0] for k in keys))
+        if top(got) != top(want):
+            fail(f"MOEFeedForward 的子模块注册顺序 (registration order) 不对：state_dict 的键应该按 "
+                 f"{' → '.join(top(want))} 的顺序排，你的是 {' → '.join(top(got))}。state_dict 按 __init__ 里"
+                 f"赋值的先后排列，MiniMind2 的 checkpoint 也是这个顺序：先建 experts，再建 gate，最后 shared_experts。")
+        first = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
+        fail(f"MOEFeedForward 的 state_dict 键顺序和 MiniMind2 不一致：第 {first} 个键应该是 {want[first]}，"
+             f"你的是 {got[first]}。子模块（包括 FeedForward 里的 gate_proj、down_proj、up_proj）要按文档字符串"
+             f"的顺序创建。")
     return m, r
 
 
@@ -166,10 +236,36 @@ def _by_hand(r, x, *, shared=True, weight_power=1):
     return out
 
 
+def _shared_on_routed(r, x):
+    """The shared experts applied to the routed output y instead of the input x: y + shared(y)."""
+    y = _by_hand(r, x, shared=False)
+    for s in r.shared_experts:
+        y = y + s(y)
+    return y
+
+
+def _infer_mod_k(r, x):
+    """moe_infer with token_idxs = idxs % k: slot t·k + j lands on token j, not on token t."""
+    idx, w, _ = r.gate(x)
+    flat = x.view(-1, x.shape[-1])
+    k = idx.shape[1]
+    out = torch.zeros_like(flat)
+    for slot, (e, wt) in enumerate(zip(idx.view(-1).tolist(), w.view(-1))):
+        out[slot % k] += wt * r.experts[e](flat[slot % k:slot % k + 1])[0]
+    out = out.view(x.shape)
+    for s in r.shared_experts:
+        out = out + s(x)
+    return out
+
+
 def _moe_candidates(r, x):
     return [
         (lambda: _by_hand(r, x, shared=False), "共享专家 (shared experts) 没有加上：路由专家的结果之外，还要加上每个 "
                                                 "shared_experts 在全部 token 上的输出。"),
+        (lambda: _shared_on_routed(r, x),
+         "共享专家 (shared experts) 读的是路由专家的输出 y（y + shared(y)），应该读原始输入 x：两者并列，"
+         "y = routed(x) + Σ shared(x)。forward 开头先存 identity = x（后面 x 会被 view / repeat_interleave 改掉），"
+         "最后 y = y + expert(identity)。"),
         (lambda: _by_hand(r, x, weight_power=0), "路由权重 (topk_weight) 没有乘上：每个专家的输出要乘它的权重再求和。"),
         (lambda: _by_hand(r, x, weight_power=2), "路由权重乘了两次：专家输出只乘一次 topk_weight。"),
     ]
@@ -204,7 +300,11 @@ def _check_moe(impl, ref) -> None:
                  f"槽 t·k + j 属于 token t，要 token_idxs = idxs // k。")
         rye = r(x)
         if not close(ye, rye, atol=1e-5):
-            reason = diagnose(ye, _moe_candidates(r, x), atol=1e-5)
+            reason = diagnose(ye, _moe_candidates(r, x) + [
+                (lambda: _infer_mod_k(r, x),
+                 "moe_infer 里的 token_idxs 用了 idxs % k：槽 (slot) t·k + j 属于 token t，token 号是 idxs // k；"
+                 "idxs % k 得到的是 j（这个 token 的第几个选择），于是所有输出都读、写前 k 个 token。"),
+            ], atol=1e-5)
             fail(reason or f"评估路径 (moe_infer) 的输出和参考实现不一致：最大误差 {max_err(ye, rye):.3g}。")
         expect(close(ye, y.detach(), atol=1e-5),
                f"eval 模式 (moe_infer) 和训练路径在同一输入上的结果应该相同（fp32 误差 ≤1e-5），差了 {max_err(ye, y):.3g}。")
@@ -229,5 +329,6 @@ def _check_moe(impl, ref) -> None:
 def check(impl, ref) -> str:
     _check_gate(impl, ref)
     _check_moe(impl, ref)
-    return ("门控 top-k 与重新归一化、k=1、两种 aux loss、eval 时为 0；训练路径、moe_infer、二者一致、"
-            "共享专家、无人选中的专家：全部正确。")
+    _check_gate_init(impl, ref)
+    return ("门控 top-k 与重新归一化、k=1、两种 aux loss、eval 时为 0、kaiming 初始化；训练路径、moe_infer、二者一致、"
+            "共享专家、无人选中的专家、state_dict 键的顺序：全部正确。")

@@ -2,8 +2,10 @@
 
 Builds the learner's block and the reference block with the same weights (the reference
 state_dict loaded strictly), compares outputs on seeded inputs, and names the usual layout
-mistakes (post-norm, a missing residual, one norm used twice, parallel attention/MLP) by
-recomputing what each would output from the reference's own submodules.
+mistakes (post-norm, a missing residual, the residual taken after the norm, one norm used twice
+or swapped, parallel attention/MLP) by recomputing what each would output from the reference's
+own submodules.  Also: the two norms are separate objects, and take eps from config.rms_norm_eps
+(tested with a non-default eps).
 """
 from __future__ import annotations
 
@@ -67,50 +69,74 @@ def _build(impl, cfg):
         fail(f"MiniMindBlock(layer_id, config) 构造失败：{e}。签名应该是 MiniMindBlock(layer_id, config)。")
 
 
+POST_NORM = ("像是后归一化 (post-norm)：你把残差相加之后的和又做了 RMSNorm（h = norm(x + …)）。MiniMind 是 "
+             "pre-norm：x + f(norm(x))，归一化只作用在子层的输入上，残差流本身不归一化。")
+
+
+def _residual_normed(where: str) -> str:
+    return (f"残差加错了对象：{where}把归一化之后的 norm(x) 加回去了（norm(x) + f(norm(x))）。"
+            f"残差要加原来的、没归一化的输入：h = x + attn(input_layernorm(x))，"
+            f"out = h + mlp(post_attention_layernorm(h))。先把 norm 的结果存进另一个变量，别覆盖 x。")
+
+
 def _candidates(ref_block, x, pe):
+    """(what a known layout mistake outputs, its diagnostic), from the reference's own submodules."""
     a, m = ref_block.self_attn, ref_block.mlp
     n1, n2 = ref_block.input_layernorm, ref_block.post_attention_layernorm
 
-    def post_norm():
-        h = n1(x + a(x, pe)[0])
-        return n2(h + m(h))
+    def attn(inp):
+        return a(inp, pe)[0]
+
+    def layout(attn_in, attn_res, mlp_in, mlp_res, sum1=None, sum2=None):
+        """h = attn_res(x) + attn(attn_in(x)) (then sum1); out = mlp_res(h) + mlp(mlp_in(h)) (then sum2)."""
+        h = attn_res(x) + attn(attn_in(x))
+        h = sum1(h) if sum1 else h
+        out = mlp_res(h) + m(mlp_in(h))
+        return sum2(out) if sum2 else out
+
+    def same(t):
+        return t
+
+    def post_norm(na, nb):
+        def f():
+            h = na(x + attn(x))
+            return nb(h + m(h))
+        return f
 
     def no_attn_residual():
-        h = a(n1(x), pe)[0]
+        h = attn(n1(x))
         return h + m(n2(h))
 
     def no_mlp_residual():
-        h = x + a(n1(x), pe)[0]
+        h = x + attn(n1(x))
         return m(n2(h))
 
-    def same_norm():
-        h = x + a(n1(x), pe)[0]
-        return h + m(n1(h))
-
     def parallel():
-        return x + a(n1(x), pe)[0] + m(n2(x))
-
-    def residual_normed():
-        xn = n1(x)
-        h = xn + a(xn, pe)[0]
-        hn = n2(h)
-        return hn + m(hn)
+        return x + attn(n1(x)) + m(n2(x))
 
     def no_norms():
-        h = x + a(x, pe)[0]
+        h = x + attn(x)
         return h + m(h)
 
     return [
-        (post_norm, "像是后归一化 (post-norm)：你把残差的和再做了 RMSNorm，norm(x + f(x))。MiniMind 是 "
-                    "pre-norm：x + f(norm(x))，归一化只作用在子层的输入上，残差流本身不归一化。"),
-        (residual_normed, "残差加错了对象：你把归一化之后的 norm(x) 加回去了（norm(x) + f(norm(x))）。"
-                          "残差要加原来的、没归一化的 x：h = x + attn(norm(x))。"),
+        (post_norm(n1, n2), POST_NORM),
+        (post_norm(n2, n1), POST_NORM),
+        (lambda: layout(n1, same, n2, same, n1, n2), POST_NORM),  # pre-norm inputs and the sums normed too
+        (lambda: layout(n1, same, n2, same, None, n2), POST_NORM),  # only the block's output normed
+        (lambda: layout(n1, n1, n2, n2), _residual_normed("两个子层都")),
+        (lambda: layout(n1, n1, n2, same), _residual_normed("注意力子层")),
+        (lambda: layout(n1, same, n2, n2), _residual_normed("MLP 子层")),
         (no_attn_residual, "注意力子层少了残差连接 (residual)：应该是 h = x + self_attn(input_layernorm(x))[0]，"
                            "你的像是 h = self_attn(...)。"),
         (no_mlp_residual, "MLP 子层少了残差连接 (residual)：应该是 out = h + mlp(post_attention_layernorm(h))，"
                           "你的像是 out = mlp(...)。"),
-        (same_norm, "MLP 前面用的是 input_layernorm：两个子层各有自己的 RMSNorm，MLP 前要用 "
-                    "post_attention_layernorm。"),
+        (lambda: layout(n1, same, n1, same),
+         "MLP 前面用的是 input_layernorm：两个子层各有自己的 RMSNorm，MLP 前要用 post_attention_layernorm。"),
+        (lambda: layout(n2, same, n2, same),
+         "注意力前面用的是 post_attention_layernorm：两个子层各有自己的 RMSNorm，注意力前要用 input_layernorm。"),
+        (lambda: layout(n2, same, n1, same),
+         "两个 RMSNorm 用反了：注意力前要用 input_layernorm，MLP 前要用 post_attention_layernorm"
+         "（名字就是位置：post_attention = 注意力之后）。"),
         (parallel, "MLP 读的是层的输入 x，而不是加上注意力之后的 h（这是并行式 parallel block）。MiniMind 是"
                    "串行的：先 h = x + attn(norm(x))，再 out = h + mlp(norm(h))。"),
         (no_norms, "子层前没有做 RMSNorm：self_attn 和 mlp 的输入应该是 input_layernorm(x) 和 "
@@ -140,6 +166,49 @@ def _compare(out, ref_out, cands, what, atol=1e-5):
          f"对照：h = x + self_attn(input_layernorm(x))[0]；out = h + mlp(post_attention_layernorm(h))。")
 
 
+EPS = 0.5  # a non-default rms_norm_eps, large enough to change every output
+
+
+def _check_eps(impl, ref, x, pe) -> None:
+    """Both norms take eps from config.rms_norm_eps (a default or hard-coded eps is named)."""
+    cfg = small_config(rms_norm_eps=EPS)
+    with seeded(0):
+        block, ref_block = _build(impl, cfg), ref.MiniMindBlock(0, cfg)
+    randomise_norms(ref_block)
+    load_same_weights(block, ref_block, f"MiniMindBlock(rms_norm_eps={EPS})")
+    block.eval(); ref_block.eval()
+    with torch.no_grad():
+        out, _ = _forward(block, x, pe, f"MiniMindBlock(rms_norm_eps={EPS})")
+        ref_out, _ = ref_block(x, pe)
+        if close(out, ref_out, atol=1e-5, rtol=1e-5):
+            return
+        seen = ", ".join(f"{name}.eps = {getattr(getattr(block, name, None), 'eps', '?')}"
+                         for name in ("input_layernorm", "post_attention_layernorm"))
+
+        def with_default_eps(*names):
+            def f():
+                saved = {n: getattr(ref_block, n).eps for n in names}
+                try:
+                    for n in names:
+                        getattr(ref_block, n).eps = 1e-5
+                    return ref_block(x, pe)[0]
+                finally:
+                    for n, v in saved.items():
+                        getattr(ref_block, n).eps = v
+            return f
+
+        reason = diagnose(out, [
+            (with_default_eps("input_layernorm", "post_attention_layernorm"), "两个 RMSNorm 都"),
+            (with_default_eps("input_layernorm"), "input_layernorm "),
+            (with_default_eps("post_attention_layernorm"), "post_attention_layernorm "),
+        ], atol=1e-4)
+    if reason:
+        fail(f"{reason}没有用 config.rms_norm_eps：config 里 rms_norm_eps = {EPS} 时，你的 {seen}，像是用了 RMSNorm "
+             f"的默认值或写死的数。要写 RMSNorm(config.hidden_size, eps=config.rms_norm_eps)：MiniMind2 是 1e-5，"
+             f"MiniMind-3 是 1e-6，写死了换一个 config 就对不上。")
+    _compare(out, ref_out, _candidates(ref_block, x, pe), f"MiniMindBlock(rms_norm_eps={EPS})")
+
+
 def check(impl, ref) -> str:
     # 1. dense block: submodule names, weights, output
     cfg = small_config()
@@ -148,6 +217,12 @@ def check(impl, ref) -> str:
     expect(getattr(block, "layer_id", None) == 0, "MiniMindBlock 要存下 self.layer_id = layer_id。")
     randomise_norms(ref_block)
     load_same_weights(block, ref_block, "MiniMindBlock")
+    n1, n2 = getattr(block, "input_layernorm", None), getattr(block, "post_attention_layernorm", None)
+    if n1 is not None and n1 is n2:
+        fail("input_layernorm 和 post_attention_layernorm 是同一个 RMSNorm 对象 (same object)：两个名字指向一份"
+             "权重，state_dict 里的两个键存的是同一个张量，加载 checkpoint 时后一个覆盖前一个。两个子层各要一个"
+             "独立的 RMSNorm(config.hidden_size, eps=config.rms_norm_eps)：写两次 RMSNorm(...)，"
+             "别写 a = b = RMSNorm(...)。")
     mlp = getattr(block, "mlp", None)
     expect(mlp is not None and type(mlp).__name__ == "FeedForward",
            f"use_moe=False 时 mlp 应该是 FeedForward，你的是 {type(mlp).__name__}。")
@@ -160,7 +235,10 @@ def check(impl, ref) -> str:
         ref_out, _ = ref_block(x, pe)
         _compare(out, ref_out, _candidates(ref_block, x, pe), "MiniMindBlock")
         expect(present is None, "use_cache=False 时第二个返回值应该是 None（present_key_value）。")
+    # 1b. eps comes from the config
+    _check_eps(impl, ref, x, pe)
 
+    with torch.no_grad():
         # 2. KV cache passes through: prefix with use_cache, then one new token
         _, kv = _forward(block, x[:, :5], rope(5), "MiniMindBlock(use_cache=True)", use_cache=True)
         expect(isinstance(kv, tuple) and len(kv) == 2,
@@ -200,4 +278,5 @@ def check(impl, ref) -> str:
     with torch.no_grad():
         mo, _ = _forward(mblock, x, pe, "MiniMindBlock(use_moe=True)")
         _compare(mo, ref_mblock(x, pe)[0], _candidates(ref_mblock, x, pe), "MiniMindBlock(use_moe=True)")
-    return "子模块名与 state_dict、pre-norm 残差布局、KV cache 与 mask 透传、梯度、MoE 版本：全部正确。"
+    return ("子模块名与 state_dict、两个独立的 RMSNorm 与 config 里的 eps、pre-norm 残差布局、KV cache 与 mask 透传、"
+            "梯度、MoE 版本：全部正确。")

@@ -3,8 +3,8 @@
 Writes small jsonl / jsonl.gz files into a temporary folder, builds the learner's dataset and the
 reference on the shipped tokenizer, and compares every sample.  A wrong sample is named by a
 property test (bos first, eos after the text, right padding with the pad id, truncation to
-max_length - 2 tokens, -100 exactly on the padding).  Bad files (malformed JSON, no "text", empty)
-must raise an error that names the file and the 1-based line.
+max_length - 2 tokens, -100 exactly on the padding).  Bad files (malformed JSON, no "text", a
+"text" that is not a string, empty) must raise an error that names the file and the 1-based line.
 """
 from __future__ import annotations
 
@@ -207,17 +207,22 @@ def _numbers(message: str, path: Path) -> set[int]:
     return {int(m) for m in re.findall(r"(?<![\d.])\d+(?![\d.])", rest)}
 
 
-def _expect_line_error(impl, path: Path, tok, lineno: int, wrong: dict[int, str], what: str) -> None:
+def _expect_line_error(impl, path: Path, tok, lineno: int, wrong: dict[int, str], what: str,
+                       cause: str = "") -> None:
+    """Building `path` and reading every sample must raise ValueError naming the file and `lineno`.
+
+    cause: appended to the diagnostic when the error is missing or does not name file and line.
+    """
     err = _error_of(impl, path, tok)
     if err is None:
         fail(f"{what}：没有报错。坏行不能悄悄跳过或当成空文本：要抛 ValueError，写明文件和行号，"
-             f"例如 ValueError(f\"{{path}}:{{lineno}}: ...\")。")
+             f"例如 ValueError(f\"{{path}}:{{lineno}}: ...\")。{cause}")
     msg = str(err)
     if not isinstance(err, ValueError) or isinstance(err, (KeyError,)):
         fail(f"{what}：抛出的是 {type(err).__name__}: {msg[:80]}。要捕获它，改抛 ValueError，"
-             f"并写明文件和行号 (file:line)：1.6 GB 的语料里，没有行号根本找不到坏行。")
+             f"并写明文件和行号 (file:line)：1.6 GB 的语料里，没有行号根本找不到坏行。{cause}")
     if path.name not in msg:
-        fail(f"{what}：报错里没有文件名 {path.name}。你的报错是：{msg[:120]}")
+        fail(f"{what}：报错里没有文件名 {path.name}。你的报错是：{msg[:120]}{cause}")
     nums = _numbers(msg, path)
     if lineno not in nums:
         for n, why in wrong.items():
@@ -254,6 +259,15 @@ def check(impl, ref) -> str:
         _expect_line_error(impl, path, tok_impl, 3, {2: "从 0 开始数了，或没有算空行"},
                            "not_object.jsonl 第 3 行是 JSON 字符串而不是对象 {\"text\": …}")
 
+        # 3b. A "text" that is not a string (line 4): the same file:line error as a missing one.
+        not_str = '"text" 必须是字符串 (str)：只检查 "text" 在不在不够，要写 isinstance(record.get("text"), str)，' \
+                  '不是就抛和缺少 "text" 时一样的 ValueError(f"{path}:{lineno}: ...")；别把它转成字符串。'
+        for name, value, kind in (("text_number.jsonl", 123, "数字 123"), ("text_null.jsonl", None, "null"),
+                                  ("text_list.jsonl", ["春眠不觉晓"], '列表 (list) ["春眠不觉晓"]')):
+            path = _write(tmp / name, [ok[0], "", ok[1], json.dumps({"text": value}, ensure_ascii=False), ok[2]])
+            _expect_line_error(impl, path, tok_impl, 4, {3: "从 0 开始数了，或没有算空行"},
+                               f'{name} 第 4 行的 "text" 是 {kind}，不是字符串', cause=f"\n{not_str}")
+
         # 4. Empty files: a clear error at construction, not a dataset of length 0.
         for name, lines in (("empty.jsonl", []), ("blank.jsonl", ["", "   ", ""]),
                             ("empty.jsonl.gz", [])):
@@ -272,4 +286,4 @@ def check(impl, ref) -> str:
             fail(f"{name}（没有任何样本的文件）：构造成功了，len(ds) = {len(ds)}。应该立刻抛 ValueError "
                  f"并写明文件名——否则训练会跑 0 步、什么也不说。")
     return (f"bos/eos、右填充、labels 的 -100、截断到 max_length - 2、.jsonl 与 .jsonl.gz、"
-            f"坏行（文件名 + 行号）和空文件的报错：全部正确。")
+            f"坏行（文件名 + 行号，包括 \"text\" 不是字符串）和空文件的报错：全部正确。")

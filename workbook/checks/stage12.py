@@ -3,8 +3,11 @@
 No second process is needed (starting one costs seconds; mutants are in-memory objects that
 cannot be sent to one): torchrun's environment, CUDA and the collective calls are simulated
 (patched for the duration of one call), the DistributedSampler takes an explicit rank, and the
-DDP wrap and cleanup run in a real one-process gloo group.  The real two-process run is the
-notebook's live demo (workbook/train/ddp_demo.py) and tests/test_ddp.py.
+DDP wrap and cleanup run in a real one-process gloo group.  Several nodes are simulated too
+(RANK=3, LOCAL_RANK=1, WORLD_SIZE=4): the global rank decides who is the main process and which
+slice a rank reads, the local rank which GPU it uses (set_device, device, DDP's device_ids, with
+CUDA faked and DistributedDataParallel.__init__ only recording its arguments).  The real
+two-process run is the notebook's live demo (workbook/train/ddp_demo.py) and tests/test_ddp.py.
 """
 from __future__ import annotations
 
@@ -49,8 +52,10 @@ def _patched(obj, **attrs):
             setattr(obj, k, v)
 
 
-def _info(ref, ddp=True, rank=0, world_size=2, device="cpu"):
-    return ref.DistInfo(ddp, rank, rank, world_size, torch.device(device))
+def _info(ref, ddp=True, rank=0, world_size=2, device="cpu", local_rank=None):
+    """A DistInfo; local_rank defaults to rank (one node), set it apart to simulate several nodes."""
+    local_rank = rank if local_rank is None else local_rank
+    return ref.DistInfo(ddp, rank, local_rank, world_size, torch.device(device))
 
 
 # ------------------------------------------------------------------ convert_resume_step
@@ -70,8 +75,9 @@ def _check_convert(impl):
 
 
 # ------------------------------------------------------------------ make_sampler
-def _indices(impl, ref, n, rank, world_size, seed, epoch):
-    sampler = impl.make_sampler(list(range(n)), _info(ref, rank=rank, world_size=world_size), seed, epoch)
+def _indices(impl, ref, n, rank, world_size, seed, epoch, local_rank=None):
+    info = _info(ref, rank=rank, world_size=world_size, local_rank=local_rank)
+    sampler = impl.make_sampler(list(range(n)), info, seed, epoch)
     return [int(i) for i in sampler], sampler
 
 
@@ -103,6 +109,18 @@ def _check_sampler(impl, ref):
                  f"DistributedSampler 用 seed + epoch 打乱，不调 set_epoch 它永远当作 epoch 0，每个 epoch 都是同一个顺序。")
         fail(f"epoch 1 时 rank 0 应该读 {w1}，你的是 {e1}：set_epoch 要传当前的 epoch。")
 
+    # two nodes × two GPUs: global rank 3 is GPU 1 of the second node; its slice follows the global rank
+    g3, _ = _indices(impl, ref, n, 3, 4, seed, 0, local_rank=1)
+    w3, _ = _indices(ref, ref, n, 3, 4, seed, 0)
+    if g3 != w3:
+        as_local, _ = _indices(ref, ref, n, 1, 4, seed, 0)
+        if g3 == as_local:
+            fail(f"两台机器 × 2 个 GPU 时，第二台机器上的 rank 3（LOCAL_RANK=1）读到的是 rank 1 那一片 {g3}，"
+                 f"应该是 {w3}：DistributedSampler 的 rank 要用 info.rank（全局编号 (global rank)），不是 "
+                 f"info.local_rank。用 local_rank 的话每台机器都读同样的两片，另外两片数据没有人读。")
+        fail(f"world_size=4 时 rank 3（LOCAL_RANK=1）应该读 {w3}，你的是 {g3}：rank=info.rank，"
+             f"num_replicas=info.world_size。")
+
 
 # ------------------------------------------------------------------ init_distributed_mode
 def _check_init(impl):
@@ -125,7 +143,8 @@ def _check_init(impl):
                f"没有 RANK 时应返回 DistInfo(ddp=False, rank=0, local_rank=0, world_size=1, device=cpu)，"
                f"你的是 ddp={got[0]}, rank={got[1]}, local_rank={got[2]}, world_size={got[3]}, device={got[4]}。")
 
-        # second node of 2 × 2 GPUs: global rank 3, GPU 1 of its node
+        # second node of 2 × 2 GPUs: global rank 3, GPU 1 of its node (CUDA faked as available;
+        # set_device and init_process_group are recorded, nothing touches a GPU)
         with _env(RANK=3, LOCAL_RANK=1, WORLD_SIZE=4, MASTER_ADDR="127.0.0.1", MASTER_PORT=29500):
             info = impl.init_distributed_mode("cuda")
         expect(len(calls["init"]) == 1, "RANK 设置了（torchrun 启动）就要调用一次 dist.init_process_group。")
@@ -144,11 +163,16 @@ def _check_init(impl):
         expect(dev == torch.device("cuda:1"), f"GPU 上 device 应该是 cuda:<local_rank> = cuda:1，你的是 {dev}。")
 
         calls["init"].clear()
-        with _env(RANK=0, LOCAL_RANK=0, WORLD_SIZE=2, MASTER_ADDR="127.0.0.1", MASTER_PORT=29500):
+        calls["set_device"].clear()
+        with _env(RANK=3, LOCAL_RANK=1, WORLD_SIZE=4, MASTER_ADDR="127.0.0.1", MASTER_PORT=29500):
             info = impl.init_distributed_mode("cpu")
         backend = calls["init"][0] if calls["init"] else None
         expect(backend == "gloo", f"--device cpu 时 backend 应该是 'gloo'（NCCL 只能在 GPU 上用），你的是 {backend!r}。")
         expect(torch.device(info.device) == torch.device("cpu"), f"--device cpu 时 device 应该是 cpu，你的是 {info.device}。")
+        expect(not calls["set_device"], f"--device cpu 时不该调用 torch.cuda.set_device，你的调用是 {calls['set_device']}。")
+        got = (info.rank, info.local_rank, info.world_size)
+        expect(got == (3, 1, 4), f"--device cpu、RANK=3, LOCAL_RANK=1, WORLD_SIZE=4 时，DistInfo 的 rank, local_rank, "
+                                 f"world_size 应该是 (3, 1, 4)，你的是 {got}。")
 
 
 # ------------------------------------------------------------------ is_main_process
@@ -161,14 +185,20 @@ def _check_is_main(impl):
             fail(f"没有初始化进程组（普通单进程运行）时 is_main_process() 出错了：{type(e).__name__}: {e}。"
                  f"先看 dist.is_initialized()，没初始化就返回 True。")
         expect(main is True or main == True, "没有初始化进程组（普通单进程运行）时 is_main_process() 应该返回 True。")  # noqa: E712
-    for rank, want in ((1, False), (0, True)):
-        with _env(RANK=rank, LOCAL_RANK=rank, WORLD_SIZE=2), \
-                _patched(dist, is_initialized=lambda: True, get_rank=lambda *a, **k: rank):
+    # one node of 2 GPUs, then the second node of 2 × 2 GPUs (RANK ≠ LOCAL_RANK there)
+    for rank, local_rank, world_size, want in ((1, 1, 2, False), (0, 0, 2, True), (2, 0, 4, False), (3, 1, 4, False)):
+        with _env(RANK=rank, LOCAL_RANK=local_rank, WORLD_SIZE=world_size), \
+                _patched(dist, is_initialized=lambda: True, get_rank=lambda *a, **k: rank,
+                         get_world_size=lambda *a, **k: world_size):
             got = bool(impl.is_main_process())
         if got != want and rank == 1:
             fail("在 rank 1 上 is_main_process() 返回了 True：那每个 rank 都会打印日志、写 checkpoint——N 个进程同时写同一个文件会互相覆盖，"
                  "日志也会重复 N 遍。只有 rank 0（dist.get_rank() == 0）是主进程。")
-        expect(got == want, f"在 rank {rank} 上 is_main_process() 应该返回 {want}，你的是 {got}。")
+        if got != want and local_rank == 0:
+            fail(f"两台机器 × 2 个 GPU 时，第二台机器的第一个进程（RANK={rank}, LOCAL_RANK=0）上 is_main_process() "
+                 f"返回了 True：像是按 LOCAL_RANK 判断的。每台机器都有一个 LOCAL_RANK=0 的进程，这样就有好几个“主进程”"
+                 f"同时写日志和 checkpoint。主进程是全局 rank 0（global rank）：dist.get_rank() == 0，不是 LOCAL_RANK。")
+        expect(got == want, f"在 rank {rank}（LOCAL_RANK={local_rank}）上 is_main_process() 应该返回 {want}，你的是 {got}。")
 
 
 # ------------------------------------------------------------------ reduce_mean
@@ -272,6 +302,49 @@ def _check_wrap(impl, ref):
                                       "DistributedDataParallel(model) 之前设置，DDP 只在构造时读它。")
 
 
+def _device_index(d):
+    return d if isinstance(d, int) else torch.device(d).index
+
+
+def _check_wrap_gpu(impl, ref):
+    """On GPU 1 of the second node (rank 3), DDP gets the local GPU: device_ids=[info.local_rank].
+
+    No GPU needed: CUDA is faked as available and DistributedDataParallel.__init__ only records
+    its arguments.  A wrap_ddp that moves the model to the GPU itself cannot be simulated: skipped.
+    """
+    DDP = torch.nn.parallel.DistributedDataParallel
+    seen = {}
+
+    def fake_init(self, module, device_ids=None, output_device=None, *args, **kwargs):
+        torch.nn.Module.__init__(self)
+        self.module = module
+        seen.update(device_ids=device_ids, output_device=output_device)
+
+    info = _info(ref, rank=3, local_rank=1, world_size=4, device="cuda:1")
+    with _patched(DDP, __init__=fake_init), \
+            _patched(torch.cuda, is_available=lambda: True, device_count=lambda: 2):
+        try:
+            impl.wrap_ddp(_tiny_model(), info)
+        except Exception as e:  # noqa: BLE001 - a real CUDA call cannot run here
+            if seen or not any(w in str(e).lower() for w in ("cuda", "gpu", "device")):
+                raise
+            return
+    if not seen:
+        return  # not DistributedDataParallel at all: _check_wrap says so
+    ids, out_dev = seen["device_ids"], seen["output_device"]
+    expect(ids is None or isinstance(ids, (list, tuple)),
+           f"device_ids 要是一个列表 [info.local_rank]，你传的是 {ids!r}。")
+    got = None if ids is None else [_device_index(d) for d in ids]
+    if got == [3] or (out_dev is not None and _device_index(out_dev) == 3):
+        fail("GPU 上 DistributedDataParallel 的 device_ids 用了 info.rank（全局编号 3），应该用 info.local_rank（本机上的"
+             "编号 1）：第二台机器上的 rank 2、3 用的是它自己的 GPU 0、1，根本没有 cuda:3。"
+             "device_ids = [info.local_rank]。")
+    expect(got in (None, [1]), f"rank 3（LOCAL_RANK=1）在 GPU 上包装时 device_ids 应该是 [info.local_rank] = [1]，"
+                               f"你的是 {ids!r}。")
+    expect(out_dev is None or _device_index(out_dev) == 1,
+           f"output_device 不用传；要传就是 info.local_rank = 1，你的是 {out_dev!r}。")
+
+
 def _check_cleanup(impl, ref):
     order = []
     real_barrier, real_destroy = dist.barrier, dist.destroy_process_group
@@ -303,6 +376,7 @@ def check(impl, ref) -> str:
     _check_reduce_mean(impl, ref)
     with _one_process_group():
         _check_wrap(impl, ref)
+        _check_wrap_gpu(impl, ref)
         _check_cleanup(impl, ref)
     return ("init_distributed_mode（nccl/gloo、LOCAL_RANK）、DistributedSampler + set_epoch、DDP 包装忽略 RoPE buffer、"
-            "rank 0 才保存、reduce_mean 求平均、续训步数换算、先 barrier 再销毁。")
+            "rank 0 才保存、多机时 RANK 与 LOCAL_RANK 各管各的、reduce_mean 求平均、续训步数换算、先 barrier 再销毁。")

@@ -65,7 +65,11 @@ def init_distributed_mode(device: str = "cpu") -> DistInfo:
 
 
 def is_main_process() -> bool:
-    """True when not distributed or rank 0: the one process that logs, plots and saves."""
+    """True when not distributed or global rank 0: the one process that logs, plots and saves.
+
+    Global rank (RANK, dist.get_rank()), not LOCAL_RANK: with several nodes every node has a
+    LOCAL_RANK 0, but only one process of the whole job may write the logs and checkpoints.
+    """
     # TODO(learner):
     #   not distributed (dist.is_initialized() is False) -> True; otherwise dist.get_rank() == 0.
     raise NotImplementedError("TODO(12 ddp): 在 workbook/train/distributed.py 里写 is_main_process，见 notebooks/12_ddp.ipynb")
@@ -75,7 +79,9 @@ def make_sampler(dataset, info: DistInfo, seed: int, epoch: int) -> DistributedS
     """The slice of `dataset` this rank reads in `epoch`.
 
     Shuffles with (seed + epoch) — the same permutation on every rank — then rank r takes
-    indices r, r + world_size, r + 2·world_size, … of it (padded to equal length).
+    indices r, r + world_size, r + 2·world_size, … of it (padded to equal length); r is the
+    global rank info.rank (info.local_rank repeats on every node: those slices would be read
+    once per node and the others never).
     set_epoch(epoch): a new permutation every epoch; without it every epoch repeats epoch 0.
     """
     # TODO(learner):
