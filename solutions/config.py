@@ -65,6 +65,7 @@ class MiniMindConfig(PretrainedConfig):
                             ("num_key_value_heads", num_key_value_heads),
                             ("num_hidden_layers", num_hidden_layers), ("vocab_size", vocab_size),
                             ("max_position_embeddings", max_position_embeddings)):
+            # bool is a subclass of int (isinstance(True, int) is True): exclude it on purpose
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         # head_dim = hidden / heads must be a whole number
@@ -86,7 +87,10 @@ class MiniMindConfig(PretrainedConfig):
         if use_moe and not 1 <= num_experts_per_tok <= n_routed_experts:
             raise ValueError(f"num_experts_per_tok ({num_experts_per_tok}) must be between 1 and "
                              f"n_routed_experts ({n_routed_experts})")
-        if intermediate_size is not None and intermediate_size <= 0:
+        # None means "use the SwiGLU rule"; anything else is a width like the sizes above
+        if intermediate_size is not None and (not isinstance(intermediate_size, int)
+                                              or isinstance(intermediate_size, bool)
+                                              or intermediate_size <= 0):
             raise ValueError(f"intermediate_size must be a positive integer or None, "
                              f"got {intermediate_size!r}")
 
@@ -104,6 +108,7 @@ class MiniMindConfig(PretrainedConfig):
         self.rms_norm_eps = rms_norm_eps
         self.rope_theta = rope_theta
         self.inference_rope_scaling = inference_rope_scaling
+        # an explicit rope_scaling wins; the default is a fresh copy, never the shared module dict
         if rope_scaling is None and inference_rope_scaling:
             rope_scaling = dict(YARN_ROPE_SCALING)
         self.rope_scaling = rope_scaling

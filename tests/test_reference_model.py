@@ -42,6 +42,29 @@ def tiny_model(seed: int = 0, **overrides) -> MiniMindForCausalLM:
     return MiniMindForCausalLM(tiny_config(**overrides)).eval()
 
 
+# ---------------------------------------------------------------- Config
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(hidden_size=512.0), "hidden_size"), (dict(num_hidden_layers=True), "num_hidden_layers"),
+    (dict(intermediate_size=0), "intermediate_size"), (dict(intermediate_size=1408.0), "intermediate_size"),
+    (dict(intermediate_size=True), "intermediate_size"), (dict(dropout=1.0), "dropout"),
+    (dict(hidden_size=384, num_key_value_heads=3), "num_key_value_heads"),
+    (dict(use_moe=True, num_experts_per_tok=5, n_routed_experts=4), "num_experts_per_tok"),
+])
+def test_config_rejects_bad_values(kw, field):
+    with pytest.raises(ValueError, match=field):
+        MiniMindConfig(**kw)
+
+
+def test_config_rope_scaling_is_a_fresh_copy_and_explicit_wins():
+    a, b = MiniMindConfig(inference_rope_scaling=True), MiniMindConfig(inference_rope_scaling=True)
+    assert a.rope_scaling == cfg_mod.YARN_ROPE_SCALING
+    assert a.rope_scaling is not b.rope_scaling and a.rope_scaling is not cfg_mod.YARN_ROPE_SCALING
+    mine = {"type": "yarn", "factor": 4, "original_max_position_embeddings": 64}
+    assert MiniMindConfig(inference_rope_scaling=True, rope_scaling=mine).rope_scaling == mine
+    assert MiniMindConfig(dropout=0.0, intermediate_size=1).intermediate_size == 1
+
+
 # ---------------------------------------------------------------- RoPE
 
 def test_rope_table_layout_and_values():

@@ -66,15 +66,21 @@ class MiniMindConfig(PretrainedConfig):
         # TODO(learner):
         #   1. validate, raising ValueError that names the field and its value:
         #      - hidden_size, num_attention_heads, num_key_value_heads, num_hidden_layers,
-        #        vocab_size, max_position_embeddings: positive integers
+        #        vocab_size, max_position_embeddings: positive integers — not floats (512.0),
+        #        not bools (True is an int in Python: isinstance(True, int) is True)
+        #      - intermediate_size: None or a positive integer (same rule)
         #      - hidden_size divisible by num_attention_heads; head_dim even (RoPE pairs)
         #      - num_attention_heads divisible by num_key_value_heads (GQA)
-        #      - 0 <= dropout < 1; scoring_func == "softmax";
+        #      - 0 <= dropout < 1 (0 allowed, 1 not); scoring_func == "softmax";
         #        with use_moe: 1 <= num_experts_per_tok <= n_routed_experts
+        #      (check "positive integer" first, so a 0 never reaches a `%`)
         #   2. store every argument as an attribute of the same name;
         #      intermediate_size None -> default_intermediate_size(hidden_size) (write it back)
-        #   3. inference_rope_scaling=True and no rope_scaling given -> a copy of YARN_ROPE_SCALING
-        #   4. finally super().__init__(bos_token_id=..., eos_token_id=..., **kwargs)
+        #   3. rope_scaling given -> keep it (it wins over inference_rope_scaling);
+        #      inference_rope_scaling=True and no rope_scaling -> a fresh copy of YARN_ROPE_SCALING
+        #      (dict(...): never the module's dict itself, or one config's edit changes them all)
+        #   4. finally super().__init__(bos_token_id=..., eos_token_id=..., **kwargs): every other
+        #      keyword (tie_word_embeddings, auto_map, ...) is kept and saved in config.json
         raise NotImplementedError(
             "TODO(00 welcome): 在 workbook/config.py 里写 MiniMindConfig.__init__，"
             "见 notebooks/00_welcome.ipynb")

@@ -9,8 +9,13 @@ from workbook import _modes
 _ref = _modes.reference_module("model.rope")
 
 
-def _precompute(*, expo=2, shift=0, interleave=False, yarn="ok", no_af=False):
-    """precompute_freqs_cis with one mistake (yarn: 'ok', 'always', 'reversed')."""
+def _precompute(*, expo=2, shift=0, interleave=False, yarn="ok", no_af=False, low_high="ok", inv_dim_form="ok",
+                ramp_den_plus_one=False):
+    """precompute_freqs_cis with one mistake.
+
+    yarn: 'ok', 'always', 'reversed'; low_high: 'ok', 'ceil_floor', 'no_clamp', 'clamp_high_to_half';
+    inv_dim_form: 'ok', 'no_two', 'precedence', 'no_2pi', 'betas_swapped'.
+    """
 
     def precompute_freqs_cis(dim, end=32768, rope_base=1e6, rope_scaling=None):
         if not isinstance(dim, int) or dim <= 0 or dim % 2 or end <= 0:
@@ -24,10 +29,28 @@ def _precompute(*, expo=2, shift=0, interleave=False, yarn="ok", no_af=False):
             af = 1.0 if no_af else rope_scaling.get("attention_factor", 1.0)
             if end / orig > 1.0 or yarn == "always":
                 def inv_dim(b):
+                    if inv_dim_form == "no_two":
+                        return dim * math.log(orig / (2 * math.pi * b)) / math.log(rope_base)
+                    if inv_dim_form == "precedence":
+                        return dim * math.log(orig / 2 * math.pi * b) / (2 * math.log(rope_base))
+                    if inv_dim_form == "no_2pi":
+                        return dim * math.log(orig / b) / (2 * math.log(rope_base))
                     return dim * math.log(orig / (2 * math.pi * b)) / (2 * math.log(rope_base))
-                low = max(math.floor(inv_dim(rope_scaling.get("beta_fast", 32))), 0)
-                high = min(math.ceil(inv_dim(rope_scaling.get("beta_slow", 1))), half - 1)
-                ramp = torch.clamp((torch.arange(half).float() - low) / max(high - low, 0.001), 0, 1)
+                fast, slow = rope_scaling.get("beta_fast", 32), rope_scaling.get("beta_slow", 1)
+                if inv_dim_form == "betas_swapped":
+                    fast, slow = slow, fast
+                if low_high == "ceil_floor":
+                    low = max(math.ceil(inv_dim(fast)), 0)
+                    high = min(math.floor(inv_dim(slow)), half - 1)
+                elif low_high == "no_clamp":
+                    low, high = math.floor(inv_dim(fast)), math.ceil(inv_dim(slow))
+                elif low_high == "clamp_high_to_half":
+                    low, high = max(math.floor(inv_dim(fast)), 0), min(math.ceil(inv_dim(slow)), half)
+                else:
+                    low = max(math.floor(inv_dim(fast)), 0)
+                    high = min(math.ceil(inv_dim(slow)), half - 1)
+                den = max(high - low, 0.001) + (1 if ramp_den_plus_one else 0)
+                ramp = torch.clamp((torch.arange(half).float() - low) / den, 0, 1)
                 if yarn == "reversed":
                     ramp = 1 - ramp
                 inv = inv * ((1 - ramp) + ramp / fac)
@@ -60,6 +83,29 @@ def _rot_wrong_sign(x):
     return torch.cat((x[..., h:], -x[..., :h]), -1)
 
 
+def _apply_checking_q_only(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
+    if q.dim() != 4 or q.shape[1] != cos.shape[0] or q.shape[-1] != cos.shape[-1] or cos.shape != sin.shape:
+        raise ValueError(f"q {tuple(q.shape)} does not match cos {tuple(cos.shape)}")
+    return _apply(_ref.rotate_half)(q, k, cos, sin, position_ids, unsqueeze_dim)
+
+
+def _apply_with_assert(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
+    assert q.shape[1] == cos.shape[0] and k.shape[1] == cos.shape[0], "seq mismatch"
+    return _apply(_ref.rotate_half)(q, k, cos, sin, position_ids, unsqueeze_dim)
+
+
+def _apply_vague_error(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
+    try:
+        return _ref.apply_rotary_pos_emb(q, k, cos, sin, position_ids, unsqueeze_dim)
+    except ValueError:
+        raise ValueError("shape mismatch") from None
+
+
+def _with_apply(apply):
+    return SimpleNamespace(precompute_freqs_cis=_ref.precompute_freqs_cis, rotate_half=_ref.rotate_half,
+                           apply_rotary_pos_emb=apply)
+
+
 def _no_cast_apply(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
     cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
     return q * cos + _ref.rotate_half(q) * sin, k * cos + _ref.rotate_half(k) * sin
@@ -79,4 +125,20 @@ MUTANTS = {
     "yarn_no_attention_factor": (_impl(_precompute(no_af=True)), "attention_factor"),
     "no_cast_back": (SimpleNamespace(precompute_freqs_cis=_ref.precompute_freqs_cis,
                                      apply_rotary_pos_emb=_no_cast_apply), "bf16"),
+    # YaRN's low/high: rounding and clamping
+    "yarn_floor_ceil_swapped": (_impl(_precompute(low_high="ceil_floor")), "取整方向反了"),
+    "yarn_no_clamp": (_impl(_precompute(low_high="no_clamp")), "没有截断 (clamp) 到 [0, dim/2 − 1]"),
+    "yarn_high_clamped_to_half": (_impl(_precompute(low_high="clamp_high_to_half")), "high 没有截断 (clamp) 到 dim/2 − 1"),
+    # YaRN's inv_dim(b) = dim·ln(orig_max/(2πb)) / (2 ln base)
+    "yarn_inv_dim_no_two": (_impl(_precompute(inv_dim_form="no_two")), "少了分母里的 2"),
+    "yarn_inv_dim_precedence": (_impl(_precompute(inv_dim_form="precedence")), "运算优先级"),
+    "yarn_inv_dim_no_2pi": (_impl(_precompute(inv_dim_form="no_2pi")), "少了 2π"),
+    "yarn_betas_swapped": (_impl(_precompute(inv_dim_form="betas_swapped")), "beta_fast 和 beta_slow 用反了"),
+    # a YaRN mistake no candidate names: the fallback quotes YaRN's formula, not plain RoPE's
+    "yarn_unrecognised": (_impl(_precompute(ramp_den_plus_one=True)), "inv_dim(b) = dim·ln(orig_max/(2πb))"),
+    # apply_rotary_pos_emb's shape validation
+    "apply_no_shape_check": (_with_apply(_apply(_ref.rotate_half)), "广播 (broadcasting)"),
+    "apply_checks_q_only": (_with_apply(_apply_checking_q_only), "k 也要检查"),
+    "apply_assert_not_valueerror": (_with_apply(_apply_with_assert), "AssertionError"),
+    "apply_error_without_shapes": (_with_apply(_apply_vague_error), "没有写出形状"),
 }

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import torch.nn.functional as F
 from torch import nn
+from transformers.activations import ACT2FN
 
 from workbook import _modes
 
@@ -27,6 +28,16 @@ def _with_width(width_of):
     return SimpleNamespace(FeedForward=FeedForward)
 
 
+class _KeyErrorOnUnknownAct(_ref.FeedForward):
+    def __init__(self, config):
+        nn.Module.__init__(self)
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+        self.act_fn = ACT2FN[config.hidden_act]  # no check: an unknown name is a bare KeyError
+
+
 MUTANTS = {
     "gelu": (_with_forward(lambda s, x: s.dropout(s.down_proj(F.gelu(s.gate_proj(x)) * s.up_proj(x)))), "GELU"),
     "relu": (_with_forward(lambda s, x: s.dropout(s.down_proj(F.relu(s.gate_proj(x)) * s.up_proj(x)))), "ReLU"),
@@ -39,4 +50,5 @@ MUTANTS = {
                        "ACT2FN[config.hidden_act]"),
     "dropout_always_on": (_with_forward(lambda s, x: F.dropout(s.down_proj(s.act_fn(s.gate_proj(x)) * s.up_proj(x)),
                                                                 s.dropout.p, training=True)), "eval()"),
+    "unknown_act_keyerror": (SimpleNamespace(FeedForward=_KeyErrorOnUnknownAct), "你抛的是 KeyError"),
 }

@@ -17,31 +17,57 @@ DIM, END, BASE = 16, 64, 1e4
 YARN = {"type": "yarn", "factor": 4, "original_max_position_embeddings": 256, "beta_fast": 32,
         "beta_slow": 1, "attention_factor": 1.25}
 YARN_DIM, YARN_END = 32, 1024
+# YaRN where inv_dim(beta_fast) < 0 and inv_dim(beta_slow) > dim/2 - 1: the clamps to [0, dim/2 - 1] matter.
+YARN_CLAMP = {"type": "yarn", "factor": 4, "original_max_position_embeddings": 256, "beta_fast": 64,
+              "beta_slow": 0.5, "attention_factor": 1.0}
+CLAMP_DIM, CLAMP_END, CLAMP_BASE = 16, 512, 100.0
+YARN_FORMULA = ("inv_dim(b) = dim·ln(orig_max/(2πb)) / (2 ln base)；low = max(floor(inv_dim(beta_fast)), 0)，"
+                "high = min(ceil(inv_dim(beta_slow)), dim/2 − 1)；γ_i = clamp((i − low)/max(high − low, 0.001), 0, 1)；"
+                "inv_freq_i *= (1 − γ_i) + γ_i/factor；最后 cos、sin 都乘 attention_factor")
 
 
 # ---- what the usual mistakes would output ---------------------------------------------------
 
+def _bounds(dim, base, scaling, *, bounds="ok", inv="ok"):
+    """YaRN's (low, high) with one mistake (bounds: 'ok', 'round_swapped', 'no_round', 'no_clamp',
+    'no_low_clamp', 'no_high_clamp'; inv: 'ok', 'no_two', 'precedence', 'no_2pi', 'betas_swapped')."""
+    orig = scaling["original_max_position_embeddings"]
+
+    def inv_dim(b):
+        ratio = {"precedence": orig / 2 * math.pi * b, "no_2pi": orig / b}.get(inv, orig / (2 * math.pi * b))
+        return dim * math.log(ratio) / ((1 if inv == "no_two" else 2) * math.log(base))
+
+    fast, slow = scaling["beta_fast"], scaling["beta_slow"]
+    if inv == "betas_swapped":
+        fast, slow = slow, fast
+    lo_round, hi_round = {"round_swapped": (math.ceil, math.floor),
+                          "no_round": (float, float)}.get(bounds, (math.floor, math.ceil))
+    low, high = lo_round(inv_dim(fast)), hi_round(inv_dim(slow))
+    if bounds not in ("no_clamp", "no_low_clamp"):
+        low = max(low, 0)
+    if bounds not in ("no_clamp", "no_high_clamp"):
+        high = min(high, dim // 2 - 1)
+    return low, high
+
+
 def _tables(dim, end, base, *, expo=2, pos_shift=0, interleave=False, scaling=None, yarn=None,
-            swap=False, factor_mult=False):
+            swap=False, factor_mult=False, bounds="ok", inv="ok"):
     """The reference formula with one mistake switched on (yarn: 'always', 'reversed', 'no_af', None)."""
     half = dim // 2
     i = torch.arange(half).float()
-    inv = 1.0 / (base ** (expo * i / dim))
+    inv_freq = 1.0 / (base ** (expo * i / dim))
     af = 1.0
     if scaling is not None:
         orig, fac = scaling["original_max_position_embeddings"], scaling["factor"]
         af = 1.0 if yarn == "no_af" else scaling["attention_factor"]
         if end / orig > 1.0 or yarn == "always":
-            def inv_dim(b):
-                return dim * math.log(orig / (2 * math.pi * b)) / (2 * math.log(base))
-            low = max(math.floor(inv_dim(scaling["beta_fast"])), 0)
-            high = min(math.ceil(inv_dim(scaling["beta_slow"])), half - 1)
+            low, high = _bounds(dim, base, scaling, bounds=bounds, inv=inv)
             ramp = torch.clamp((i - low) / max(high - low, 0.001), 0, 1)
             if yarn == "reversed":
                 ramp = 1 - ramp
             scale = (1 - ramp) + (ramp * fac if factor_mult else ramp / fac)
-            inv = inv * scale
-    ang = torch.outer(torch.arange(end).float() + pos_shift, inv)
+            inv_freq = inv_freq * scale
+    ang = torch.outer(torch.arange(end).float() + pos_shift, inv_freq)
     if interleave:
         c, s = ang.cos().repeat_interleave(2, -1), ang.sin().repeat_interleave(2, -1)
     else:
@@ -81,7 +107,73 @@ def _table_candidates(dim, end, base, scaling=None):
              "YaRN 用在了不该用的时候：只有 end / original_max_position_embeddings > 1（表比训练长度长）才缩放频率；"
              "否则 RoPE 保持原样（attention_factor 照乘）。"),
         ]
+        want = _bounds(dim, base, scaling)
+
+        def seen(**kw):
+            low, high = _bounds(dim, base, scaling, **kw)
+            return (f"（这里 dim={dim}、base={base:g}、orig_max={scaling['original_max_position_embeddings']}、"
+                    f"beta_fast={scaling['beta_fast']}、beta_slow={scaling['beta_slow']}：应为 low={want[0]}, "
+                    f"high={want[1]}，你的像是 low={low:.3g}, high={high:.3g}）")
+
+        c += [
+            (T(bounds="round_swapped"),
+             "YaRN 的 low/high 取整方向反了：low = max(floor(inv_dim(beta_fast)), 0) 向下取整 (floor)，"
+             "high = min(ceil(inv_dim(beta_slow)), dim/2 − 1) 向上取整 (ceil)；你的像是 low 用了 ceil、high 用了 floor，"
+             "斜坡 (ramp) 变窄了" + seen(bounds="round_swapped") + "。"),
+            (T(bounds="no_round"),
+             "YaRN 的 low/high 没有取整：它们是维度下标，low = max(math.floor(inv_dim(beta_fast)), 0)，"
+             "high = min(math.ceil(inv_dim(beta_slow)), dim/2 − 1)；你的像是直接用了 inv_dim 的小数值"
+             + seen(bounds="no_round") + "。"),
+            (T(bounds="no_clamp"),
+             "YaRN 的 low/high 没有截断 (clamp) 到 [0, dim/2 − 1]：inv_dim(beta_fast) 可能是负数、inv_dim(beta_slow) "
+             "可能超过 dim/2 − 1，所以 low = max(floor(…), 0)，high = min(ceil(…), dim/2 − 1)" + seen(bounds="no_clamp") + "。"),
+            (T(bounds="no_low_clamp"),
+             "YaRN 的 low 没有截断 (clamp) 到 0：low = max(floor(inv_dim(beta_fast)), 0)，floor 出来的负数要截成 0"
+             + seen(bounds="no_low_clamp") + "。"),
+            (T(bounds="no_high_clamp"),
+             f"YaRN 的 high 没有截断 (clamp) 到 dim/2 − 1 = {dim // 2 - 1}：high = min(ceil(inv_dim(beta_slow)), dim/2 − 1)"
+             f"（截到 dim/2 也不对：最大的维度下标是 dim/2 − 1）" + seen(bounds="no_high_clamp") + "。"),
+            (T(inv="no_two"),
+             "YaRN 的 inv_dim 少了分母里的 2：inv_dim(b) = dim·ln(orig_max/(2πb)) / (2 ln base)，你的像是除以 ln base，"
+             "算出的维度下标大了一倍" + seen(inv="no_two") + "。"),
+            (T(inv="precedence"),
+             "YaRN 的 inv_dim 里 orig_max/(2πb) 的运算优先级错了：orig_max / 2 * math.pi * b 等于 orig_max·π·b/2，"
+             "要写 orig_max / (2 * math.pi * b)" + seen(inv="precedence") + "。"),
+            (T(inv="no_2pi"),
+             "YaRN 的 inv_dim 少了 2π：inv_dim(b) = dim·ln(orig_max/(2πb)) / (2 ln base)——转 b 圈的波长是 2πb 个 token，"
+             "你的像是 ln(orig_max / b)" + seen(inv="no_2pi") + "。"),
+            (T(inv="betas_swapped"),
+             "YaRN 的 beta_fast 和 beta_slow 用反了：low 由 beta_fast 算（转得快的维度，低下标），high 由 beta_slow 算；"
+             "你的像是 low = floor(inv_dim(beta_slow))、high = ceil(inv_dim(beta_fast))" + seen(inv="betas_swapped") + "。"),
+        ]
     return c
+
+
+def _yarn_mismatch(cos, sin, rc, rs, dim, end, base, scaling) -> str:
+    """The fallback for a YaRN table no known mistake explains: the formula, and where it differs."""
+    orig = scaling["original_max_position_embeddings"]
+    if end / orig <= 1.0:
+        return (f"YaRN（end={end} ≤ original_max_position_embeddings={orig}）的表和参考实现不一致："
+                f"最大误差 {max_err(torch.cat([cos, sin], -1), torch.cat([rc, rs], -1)):.3g}。"
+                f"表不比训练长度长时频率不变（和普通 RoPE 一样），cos、sin 只乘 attention_factor。")
+    msg = (f"YaRN 的表和参考实现不一致：最大误差 {max_err(torch.cat([cos, sin], -1), torch.cat([rc, rs], -1)):.3g}"
+           f"（dim={dim}、end={end}、base={base:g}、rope_scaling={scaling}）。对照 YaRN 的公式：{YARN_FORMULA}。")
+    try:  # read the learner's attention_factor (row 0) and frequencies (row 1) back from the table
+        half = dim // 2
+        af, ref_af = float(cos[0, 0]), float(rc[0, 0])
+        if not math.isclose(af, ref_af, rel_tol=1e-4):
+            return msg + f"你的第 0 行 cos = {af:.4g}，应为 attention_factor = {ref_af:.4g}。"
+        plain = 1.0 / (base ** (torch.arange(half).float() * 2 / dim))
+        mine = torch.atan2(sin[1, :half].double(), cos[1, :half].double()).float() / plain
+        want = torch.atan2(rs[1, :half].double(), rc[1, :half].double()).float() / plain
+        bad = [i for i in range(half) if abs(float(mine[i]) - float(want[i])) > 1e-3]
+        if bad:
+            fmt = lambda v: "[" + ", ".join(f"{x:.3g}" for x in v.tolist()) + "]"  # noqa: E731
+            msg += (f"从你的表第 1 行读出的缩放系数 (1 − γ_i) + γ_i/factor 在维度 i = {bad} 不对："
+                    f"应为 {fmt(want)}，你的是 {fmt(mine)}。")
+    except Exception:  # noqa: BLE001 - the analysis is a bonus; the formula above is the message
+        pass
+    return msg
 
 
 def _rotate_candidates(q, cos, sin):
@@ -127,6 +219,8 @@ def _compare_tables(impl, ref, what, dim, end, base, scaling=None):
     got, want = torch.cat([cos, sin], -1), torch.cat([rc, rs], -1)
     if not close(got, want, atol=1e-5, rtol=1e-4):
         reason = diagnose(got, _table_candidates(dim, end, base, scaling), atol=1e-4)
+        if reason is None and scaling is not None:
+            reason = _yarn_mismatch(cos, sin, rc, rs, dim, end, base, scaling)
         fail(reason or f"{what} 和参考实现不一致：最大误差 {max_err(got, want):.3g}。"
                        f"对照 inv_freq_i = base^(-2i/dim)，angle = outer(arange(end), inv_freq)，"
                        f"cos = cat([cos(angle)]*2, -1) 检查。")
@@ -162,6 +256,46 @@ def _apply(impl, q, k, cos, sin, what):
     return out
 
 
+def _shape_text(t) -> str:
+    return ", ".join(str(n) for n in t.shape)
+
+
+def _check_apply_validation(impl, q, k, cos, sin) -> None:
+    """Shapes that do not fit must raise ValueError naming them (some would silently broadcast)."""
+    hd = q.shape[-1]
+    cases = [  # (q, k, cos, sin, what is wrong)
+        (q, k, cos[:1], sin[:1], f"cos/sin 只有 1 行，q、k 却有 {q.shape[1]} 个位置（seq 对不上）"),
+        (q, k, torch.cat([cos, cos[:2]]), torch.cat([sin, sin[:2]]),
+         f"cos/sin 有 {cos.shape[0] + 2} 行，q、k 只有 {q.shape[1]} 个位置（seq 对不上）"),
+        (q, k, cos[:, :hd // 2], sin[:, :hd // 2], f"cos/sin 的最后一维是 {hd // 2}，q、k 的 head_dim 是 {hd}"),
+        (q, k, cos, sin[:1], f"cos 是 {tuple(cos.shape)}，sin 却是 {(1, hd)}（cos 和 sin 的形状要相同）"),
+        (q[:1, :, 0], k, cos, sin, "q 是三维 (batch, seq, head_dim)，少了 heads 这一维：q 要是 (batch, seq, heads, head_dim)"),
+        (q, k[:, :1], cos, sin, f"k 的 seq 是 1，q 和 cos/sin 是 {q.shape[1]}（k 也要检查，不只是 q）"),
+        (q, k[..., :hd // 2], cos, sin, f"k 的 head_dim 是 {hd // 2}，cos/sin 是 {hd}（k 也要检查，不只是 q）"),
+    ]
+    for qq, kk, cc, ss, why in cases:
+        shapes = (f"q {tuple(qq.shape)}、k {tuple(kk.shape)}、cos {tuple(cc.shape)}、sin {tuple(ss.shape)}")
+        try:
+            out = impl.apply_rotary_pos_emb(qq, kk, cc, ss)
+        except ValueError as e:
+            if not any(_shape_text(x) in str(e) for x in (qq, kk, cc, ss)):
+                fail(f"apply_rotary_pos_emb（{shapes}）抛了 ValueError，但信息里没有写出形状（你的信息：{e}）。"
+                     f"好的报错要写出对不上的形状，例如 f\"q must be (batch, seq, heads, head_dim) matching cos "
+                     f"{{tuple(cos.shape)}}, got {{tuple(q.shape)}}\"。")
+            continue
+        except NotImplementedError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            fail(f"apply_rotary_pos_emb（{shapes}）：{why}。应该在开头检查形状并抛 ValueError（写出形状），"
+                 f"你的抛的是 {type(e).__name__}: {str(e)[:160]}。广播时的 RuntimeError 出在算到一半的地方，看不出是谁传错了；"
+                 f"assert 在 python -O 下会被跳过——参数不合法就 raise ValueError。")
+        else:
+            got = ", ".join(str(tuple(o.shape)) for o in out) if isinstance(out, tuple) else type(out).__name__
+            fail(f"apply_rotary_pos_emb（{shapes}）：{why}。应该抛 ValueError 并写出形状，你的代码却没有报错——"
+                 f"广播 (broadcasting) 悄悄算出了 {got}，错误会被带到注意力里。"
+                 f"先检查：cos、sin 都是 (seq, head_dim)；q、k 都是四维，shape[1] == seq，shape[-1] == head_dim。")
+
+
 def check(impl, ref) -> str:
     # 1. The tables: plain RoPE, two bases.
     for base in (BASE, 1e6):
@@ -176,6 +310,8 @@ def check(impl, ref) -> str:
     # 2. YaRN: triggers when end > original_max; attention_factor always applies with rope_scaling.
     _compare_tables(impl, ref, f"precompute_freqs_cis(YaRN, end={YARN_END} > 256)", YARN_DIM, YARN_END, BASE, YARN)
     _compare_tables(impl, ref, "precompute_freqs_cis(YaRN, end=128 ≤ 256)", YARN_DIM, 128, BASE, YARN)
+    _compare_tables(impl, ref, f"precompute_freqs_cis(YaRN, beta_fast=64, beta_slow=0.5, end={CLAMP_END})",
+                    CLAMP_DIM, CLAMP_END, CLAMP_BASE, YARN_CLAMP)
 
     # 3. Bad arguments.
     for args, why in (((15, 8), "dim=15 是奇数"), ((0, 8), "dim=0"), ((16, 0), "end=0")):
@@ -233,4 +369,8 @@ def check(impl, ref) -> str:
     a, b = impl.apply_rotary_pos_emb(qg, kg, c, s)
     (a.square().sum() + b.square().sum()).backward()
     expect(qg.grad is not None and kg.grad is not None, "梯度没有传回 q、k：不要 detach 或 torch.no_grad()。")
-    return "cos/sin 表（含 YaRN）、参数校验、rotate_half、apply_rotary_pos_emb、dtype、相对位置性质、梯度：全部正确。"
+
+    # 8. Shapes that do not fit raise ValueError (the stub's contract), before any broadcasting.
+    _check_apply_validation(impl, q, k, c, s)
+    return ("cos/sin 表（含 YaRN 的 low/high 取整与截断）、参数校验、rotate_half、apply_rotary_pos_emb"
+            "（含形状校验）、dtype、相对位置性质、梯度：全部正确。")

@@ -146,8 +146,16 @@ def check(impl, ref) -> str:
     bad.hidden_act = "swishy"
     try:
         impl.FeedForward(bad)
-    except (ValueError, KeyError) as e:
+    except NotImplementedError:
+        raise
+    except ValueError as e:
         expect("swishy" in str(e), f"hidden_act 未知时的报错要说出是哪个名字（'swishy'），你的报错是：{e}")
+    except KeyError as e:
+        fail(f"config.hidden_act='swishy'（不存在的激活函数）时应该抛 ValueError，你抛的是 KeyError: {e}——"
+             f"这是 ACT2FN[config.hidden_act] 查字典失败的原始错误，看不出是配置写错了。"
+             f"先判断 config.hidden_act in ACT2FN，不在就 raise ValueError（写出这个名字，并说明 MiniMind 用 'silu'）。")
+    except Exception as e:  # noqa: BLE001
+        fail(f"config.hidden_act='swishy'（不存在的激活函数）时应该抛 ValueError，你抛的是 {type(e).__name__}: {e}")
     else:
         fail("config.hidden_act='swishy'（不存在的激活函数）时 FeedForward 应该在构造时就报 ValueError，"
              "而不是默默用别的激活或到 forward 时才出错。")

@@ -84,9 +84,10 @@ class Attention(nn.Module):
         #   5. fast path when self.flash and seq_len > 1 and no past and (mask is None or all ones):
         #      F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
         #      is_causal=True).
-        #   6. otherwise: scores = (q @ kᵀ).float() / sqrt(head_dim)  (b, heads, s, total);
-        #      add triu(-inf) with diagonal = start_pos + 1 (start_pos = total - s);
-        #      add (1 - mask[:, None, None, :]) * -1e9 for padding; softmax over the keys (dim=-1)
+        #   6. otherwise: scores = (q @ kᵀ).float() / sqrt(head_dim)  (b, heads, s, total), fp32
+        #      even for bf16/fp16 inputs; add triu(-inf) with diagonal = start_pos + 1
+        #      (start_pos = total - s); add (1 - mask[:, None, None, :]) * -1e9 for padding
+        #      (finite: -inf would turn an all-padding row into NaN); softmax over the keys (dim=-1)
         #      BEFORE anything else touches the weights; .type_as(q); attn_dropout; @ v.
         #   7. back to (b, s, heads*hd), o_proj, resid_dropout; return (out, past_kv).
         raise NotImplementedError(
