@@ -8,12 +8,13 @@ corpus once (batched, in the tokenizer's Rust threads) into ``OUT.bin``, every d
 The bos before each document is kept so a sample looks the same as in ``PretrainDataset``
 (``<|im_start|>《题》…<|im_end|>``) and the model learns where a poem starts.
 Format: ``OUT.bin`` = raw little-endian uint16 ids (vocab ≤ 65535); ``OUT.bin.json`` = sidecar with
-dtype, vocab size, token and document counts, bos/eos ids and the tokenizer name.
+dtype, vocab size, token and document counts, bos/eos ids, the tokenizer name and its fingerprint
+(``workbook.data.validate`` checks a .bin against the tokenizer with it before training).
 Infrastructure, not an exercise: it imports only numpy, torch and the standard library.
 """
 from __future__ import annotations
 
-import gzip
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -22,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from .validate import (FINGERPRINT_FIELD, DataError, backend_of, iter_jsonl, load_sidecar,
+                       tokenizer_fingerprint)
 
 FORMAT = "minimind-packed-v1"
 DTYPE = np.dtype("<u2")  # uint16, little-endian on disk whatever the machine
@@ -35,21 +39,12 @@ def meta_path(bin_path: str | os.PathLike) -> Path:
 def iter_jsonl_texts(path: str | os.PathLike) -> Iterator[str]:
     """Stream the "text" of every non-blank line of a .jsonl / .jsonl.gz file.
 
-    Raises ValueError "file:line: …" (1-based) for a line that is not JSON or lacks a string "text".
+    Raises DataError (a ValueError) "file:line: …" (1-based) for a line that is not UTF-8, not
+    JSON or lacks a string "text", and for a truncated or corrupt gzip; the checks are
+    ``workbook.data.validate``'s, the same that run before training.
     """
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: 不是合法的 JSON (malformed JSON): {e}") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ValueError(f'{path}:{lineno}: 没有字符串字段 "text" (missing "text")')
-            yield record["text"]
+    for _, text in iter_jsonl(path):
+        yield text
 
 
 def _backend(tokenizer):
@@ -59,11 +54,7 @@ def _backend(tokenizer):
     backend: after ``tok(text, truncation=True, max_length=30)`` every later encode_batch would
     silently cut documents to 30 tokens.
     """
-    backend = tokenizer if hasattr(tokenizer, "encode_batch") else getattr(
-        tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise TypeError(f"{type(tokenizer).__name__} 不是 fast tokenizer：打包需要 tokenizers 的 "
-                        "encode_batch (load it with AutoTokenizer, or pass a tokenizers.Tokenizer)")
+    backend = backend_of(tokenizer)
     backend = type(backend).from_str(backend.to_str())
     backend.no_truncation()
     backend.no_padding()
@@ -76,8 +67,10 @@ def pack_jsonl(jsonl_path: str | os.PathLike, tokenizer, out_path: str | os.Path
     """Tokenise a .jsonl / .jsonl.gz corpus into ``out_path`` (uint16) and its sidecar.
 
     Streams the input and writes each batch as soon as it is encoded, so memory stays at one
-    batch.  Writes to ``out_path.tmp`` and renames at the end, then writes the sidecar: a .bin
-    with a sidecar is always complete.  Returns the sidecar dict.
+    batch.  Writes ``out_path.tmp`` and ``out_path.json.tmp`` and renames both only at the end:
+    on any failure (a bad line, a full disk, Ctrl-C) both are removed and a previous output is
+    left as it was, so a .bin with a sidecar is always complete.  Returns the sidecar dict.
+    Raises DataError naming file:line for bad input, OSError(ENOSPC) "磁盘空间不足 …" for a full disk.
     """
     jsonl_path, out_path = Path(jsonl_path), Path(out_path)
     backend = _backend(tokenizer)
@@ -89,8 +82,9 @@ def pack_jsonl(jsonl_path: str | os.PathLike, tokenizer, out_path: str | os.Path
         raise ValueError(f"vocab_size={vocab_size} 超过 uint16 能存的 65536 (does not fit uint16)")
 
     n_tokens = n_docs = 0
+    meta_out = meta_path(out_path)
     tmp = out_path.with_name(out_path.name + ".tmp")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    meta_tmp = meta_out.with_name(meta_out.name + ".tmp")
 
     def flush(batch: list[str], f) -> None:
         nonlocal n_tokens, n_docs
@@ -101,58 +95,67 @@ def pack_jsonl(jsonl_path: str | os.PathLike, tokenizer, out_path: str | os.Path
             ids.extend(enc.ids)
             ids.append(eos)
         arr = np.asarray(ids, dtype=DTYPE)
-        arr.tofile(f)
+        # f.write, not arr.tofile(f): tofile loses the error of its last buffered write (ENOSPC)
+        f.write(arr.data)
         n_tokens += arr.size
         n_docs += len(batch)
 
-    with open(tmp, "wb") as f:
-        batch: list[str] = []
-        for text in iter_jsonl_texts(jsonl_path):
-            batch.append(text)
-            if len(batch) == batch_size:
+    done = False
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            batch: list[str] = []
+            for text in iter_jsonl_texts(jsonl_path):
+                batch.append(text)
+                if len(batch) == batch_size:
+                    flush(batch, f)
+                    batch = []
+            if batch:
                 flush(batch, f)
-                batch = []
-        if batch:
-            flush(batch, f)
-    if n_docs == 0:
-        tmp.unlink()
-        raise ValueError(f"{jsonl_path}: 文件里没有样本 (no samples): 文件是空的或只有空行")
-    os.replace(tmp, out_path)
-    meta = {
-        "format": FORMAT,
-        "dtype": "uint16",
-        "vocab_size": vocab_size,
-        "num_tokens": n_tokens,
-        "num_docs": n_docs,
-        "bos_id": bos,
-        "eos_id": eos,
-        "layout": "per document: bos + ids + eos, concatenated",
-        "tokenizer": str(getattr(tokenizer, "name_or_path", "") or ""),
-        "source": jsonl_path.name,
-    }
-    with open(meta_path(out_path), "w", encoding="utf-8") as f:
-        json.dump(meta, f, ensure_ascii=False, indent=2)
-        f.write("\n")
+        if n_docs == 0:
+            raise DataError(jsonl_path, "文件里没有样本 (no samples)：文件是空的或只有空行")
+        meta = {
+            "format": FORMAT,
+            "dtype": "uint16",
+            "vocab_size": vocab_size,
+            "num_tokens": n_tokens,
+            "num_docs": n_docs,
+            "bos_id": bos,
+            "eos_id": eos,
+            "layout": "per document: bos + ids + eos, concatenated",
+            "tokenizer": str(getattr(tokenizer, "name_or_path", "") or ""),
+            FINGERPRINT_FIELD: tokenizer_fingerprint(backend),
+            "source": jsonl_path.name,
+        }
+        with open(meta_tmp, "w", encoding="utf-8") as f:
+            json.dump(meta, f, ensure_ascii=False, indent=2)
+            f.write("\n")
+        # old sidecar first: a crash between the renames leaves a .bin without a sidecar
+        # ("打包没有完成"), never a new .bin described by the old sidecar
+        meta_out.unlink(missing_ok=True)
+        os.replace(tmp, out_path)
+        os.replace(meta_tmp, meta_out)
+        done = True
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        kept = f"原来的 {out_path.name} 没有改动" if out_path.exists() else "没有写出任何文件"
+        raise OSError(errno.ENOSPC, f"磁盘空间不足 (No space left on device)：写 {out_path} 时"
+                                    f"磁盘满了；{kept}。腾出空间后重新打包") from None
+    finally:
+        if not done:
+            for p in (tmp, meta_tmp):
+                p.unlink(missing_ok=True)
     return meta
 
 
 def read_meta(bin_path: str | os.PathLike) -> dict:
-    """Load and check the sidecar of a packed file."""
-    bin_path = Path(bin_path)
-    if not bin_path.is_file():
-        raise FileNotFoundError(f"找不到打包文件 (packed file not found): {bin_path}")
-    mp = meta_path(bin_path)
-    if not mp.is_file():
-        raise FileNotFoundError(f"找不到 {mp}：打包没有完成？用 python -m workbook.data.pack 重新生成")
-    with open(mp, encoding="utf-8") as f:
-        meta = json.load(f)
-    if meta.get("format") != FORMAT or meta.get("dtype") != "uint16":
-        raise ValueError(f"{mp}: 不认识的格式 (unknown format) {meta.get('format')!r}")
-    size = bin_path.stat().st_size
-    if size != meta["num_tokens"] * DTYPE.itemsize:
-        raise ValueError(f"{bin_path}: 大小 {size} bytes ≠ num_tokens {meta['num_tokens']} × 2："
-                         "文件不完整 (truncated file)？")
-    return meta
+    """Load and check the sidecar of a packed file (every field, and the file size).
+
+    FileNotFoundError when the .bin or its sidecar is missing, DataError (a ValueError) naming
+    the field otherwise; ``workbook.data.validate.load_sidecar`` does the work.
+    """
+    return load_sidecar(bin_path)
 
 
 class PackedDataset(Dataset):

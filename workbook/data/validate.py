@@ -1,0 +1,383 @@
+"""Check a pretraining data file completely before step 1, and name what is wrong.
+
+Without this, a malformed line in a plain ``.jsonl`` is found only when the DataLoader reads it
+(perhaps hours into the run, and again on every ``--from_resume``), a truncated ``.jsonl.gz``
+ends in a codec traceback, and a ``.bin`` packed with another tokenizer trains silently on the
+wrong ids.  :func:`check_pretrain_data` reads the whole file once, in constant memory, and
+raises :class:`DataError` — a ``ValueError`` whose message names the file and the 1-based line
+(or the sidecar field) and says what is wrong, in Chinese with the English term.
+
+- ``.jsonl`` / ``.jsonl.gz``: every line is UTF-8, valid JSON, an object with a string "text";
+  blank lines are allowed (the datasets skip them); a gzip must be complete; at least one sample.
+- ``.bin`` (see ``workbook.data.packed``): the sidecar ``.bin.json`` is complete and well-typed,
+  the file size matches ``num_tokens``, vocab_size / bos_id / eos_id / tokenizer_fingerprint
+  agree with the tokenizer given, and every token id is below the vocabulary size.
+
+It also holds the one parser of a jsonl line (:func:`parse_jsonl_line`, used by the packer too)
+and :func:`tokenizer_fingerprint`, which the packer records in the sidecar.
+Infrastructure, not an exercise: numpy and the standard library only (plus the tokenizer
+object passed in).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+GZIP_MAGIC = b"\x1f\x8b"
+SCAN_CHUNK = 1 << 24  # token ids per vectorised max(): 32 MB of uint16 at a time
+FINGERPRINT_FIELD = "tokenizer_fingerprint"
+REPACK = "用 python -m workbook.data.pack 重新打包"
+
+
+class DataError(ValueError):
+    """A data file is unusable: ``"{path}:{line}: {problem}"`` (or ``"{path}: {problem}"``).
+
+    Attributes: path (str), problem (the text after the location), line (1-based or None),
+    field (the sidecar field concerned, or None).
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None,
+                 field: str | None = None):
+        self.path, self.problem, self.line, self.field = str(path), problem, line, field
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):  # picklable (DataLoader workers, multiprocessing) despite the signature
+        return type(self), (self.path, self.problem, self.line, self.field)
+
+
+# ---- jsonl --------------------------------------------------------------------------------------
+
+def parse_jsonl_line(raw: bytes, path: str | os.PathLike, lineno: int) -> str | None:
+    """The "text" of one raw jsonl line, or None for a blank line; DataError naming the line."""
+    if not raw.strip():  # bytes.strip, as the dataset's line index does
+        return None
+    try:
+        # without the line end: a line cut inside a string then reads "Unterminated string"
+        line = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise DataError(path, _not_utf8(raw, e), lineno) from None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        if line.startswith("\ufeff"):
+            problem = ("行首有 BOM (byte order mark, U+FEFF)：用不带 BOM 的 UTF-8 重新保存"
+                       "（例如 iconv -f UTF-8 -t UTF-8，或编辑器里选 UTF-8 而不是 UTF-8 with BOM）")
+        else:
+            problem = (f"不是合法的 JSON (malformed JSON)，第 {e.colno} 个字符："
+                       f"{e.msg.removesuffix(' at')}；这一行开头是 {line[:40]!r}")
+        raise DataError(path, problem, lineno) from None
+    if not isinstance(record, dict):
+        raise DataError(path, f'不是 JSON 对象 (object)，而是 {type(record).__name__}：'
+                              f'每行应该是 {{"text": "..."}}', lineno)
+    if "text" not in record:
+        keys = ", ".join(map(repr, list(record)[:5]))
+        raise DataError(path, f'缺少字段 "text" (missing "text")：这一行的字段是 {keys or "（没有字段）"}',
+                        lineno, field="text")
+    text = record["text"]
+    if not isinstance(text, str):
+        raise DataError(path, f'字段 "text" 不是字符串 (not a string)，而是 {type(text).__name__} '
+                              f"{str(text)[:40]}", lineno, field="text")
+    return text
+
+
+def _not_utf8(raw: bytes, e: UnicodeDecodeError) -> str:
+    problem = (f"不是 UTF-8 编码 (not UTF-8)：这一行第 {e.start + 1} 个字节 "
+               f"0x{raw[e.start]:02x} 解不出来")
+    try:  # a common cause in Chinese text: a file saved as GBK
+        raw.decode("gb18030")
+        problem += "；看起来像 GBK/GB18030 编码，先转成 UTF-8（iconv -f GB18030 -t UTF-8）"
+    except UnicodeDecodeError:
+        problem += "；用 UTF-8 重新保存这个文件"
+    return problem
+
+
+def read_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw bytes) of every line of a .jsonl / .jsonl.gz file, streamed.
+
+    A missing file, a gzip that is truncated or corrupt, or a gzip named without ``.gz`` raise
+    DataError instead of the codec's own exception (EOFError, BadGzipFile, zlib.error).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "找不到数据文件 (file not found)" if not path.exists()
+                        else "不是普通文件 (not a regular file)")
+    is_gz = path.suffix == ".gz"
+    lineno = 0
+    try:
+        with open(path, "rb") as probe:
+            head = probe.read(2)
+        if is_gz and head and head != GZIP_MAGIC:
+            hint = "；它像是没压缩的 jsonl：去掉文件名里的 .gz" if head[:1] in b"{[ \n" else ""
+            raise DataError(path, f"不是 gzip 文件 (not a gzip file)：开头两个字节是 {head!r}{hint}")
+        if not is_gz and head == GZIP_MAGIC:
+            # the datasets choose gzip by the suffix: a compressed file without .gz cannot be read
+            raise DataError(path, "这是 gzip 压缩的文件 (gzip-compressed)，但文件名不以 .gz 结尾："
+                                  f"改名为 {path.name}.gz")
+        with (gzip.open(path, "rb") if is_gz else open(path, "rb", buffering=1 << 20)) as f:
+            for lineno, raw in enumerate(f, start=1):
+                yield lineno, raw
+    except EOFError:
+        raise DataError(path, f"文件被截断 (truncated gzip)：压缩数据在结束标记之前就断了，"
+                              f"已读到第 {lineno} 行；重新下载或重新压缩这个文件") from None
+    except (gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(path, f"gzip 数据损坏 (corrupt gzip)：{e}，已读到第 {lineno} 行；"
+                              "重新下载或重新压缩这个文件") from None
+    except OSError as e:
+        raise DataError(path, f"读文件出错 (read error)：{e.strerror or e}，已读到第 {lineno} 行") from None
+
+
+def _parsed_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes, str | None]]:
+    """(line number, raw line, "text" or None if blank); DataError at the first bad line."""
+    for lineno, raw in read_jsonl_lines(path):
+        try:
+            text = parse_jsonl_line(raw, path, lineno)
+        except DataError:
+            if Path(path).suffix == ".gz":
+                _raise_if_gzip_damaged(path, lineno)
+            raise
+        yield lineno, raw, text
+
+
+def _raise_if_gzip_damaged(path: str | os.PathLike, lineno: int) -> None:
+    """A bad line in a .gz may be damage in the compressed stream: its CRC, at the end, tells."""
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        what = ("文件被截断 (truncated gzip)" if isinstance(e, EOFError)
+                else f"gzip 数据损坏 (corrupt gzip)：{e}")
+        raise DataError(path, f"{what}；从第 {lineno} 行起解压出来的内容已经不对；"
+                              "重新下载或重新压缩这个文件", lineno) from None
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """(1-based line number, "text") of every non-blank line; DataError at the first bad one."""
+    for lineno, _, text in _parsed_lines(path):
+        if text is not None:
+            yield lineno, text
+
+
+def check_jsonl(path: str | os.PathLike) -> dict:
+    """Read a .jsonl / .jsonl.gz file once and check every line; returns the summary."""
+    start = time.perf_counter()
+    n_lines = n_docs = n_bytes = 0
+    for n_lines, raw, text in _parsed_lines(path):
+        n_bytes += len(raw)
+        n_docs += text is not None
+    if n_docs == 0:
+        raise DataError(path, "文件里没有样本 (no samples)：文件是空的或只有空行")
+    return {"path": str(path), "format": "jsonl.gz" if Path(path).suffix == ".gz" else "jsonl",
+            "lines": n_lines, "documents": n_docs, "tokens": None, "bytes": n_bytes,
+            "seconds": time.perf_counter() - start}
+
+
+# ---- the tokenizer ----------------------------------------------------------------------------
+
+def backend_of(tokenizer):
+    """The ``tokenizers.Tokenizer`` of a Hugging Face fast tokenizer (or the object itself)."""
+    backend = tokenizer if hasattr(tokenizer, "encode_batch") else getattr(
+        tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise TypeError(f"{type(tokenizer).__name__} 不是 fast tokenizer：需要 tokenizers 的 "
+                        "Tokenizer (load it with AutoTokenizer, or pass a tokenizers.Tokenizer)")
+    return backend
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """``"sha256:<hex>"`` of what fixes the ids: model type, vocab, merges and added tokens.
+
+    Not a hash of ``to_str()`` as a whole: that also holds the truncation/padding a Hugging Face
+    tokenizer leaves behind after a call, and its layout changes between ``tokenizers`` versions
+    (merges became [a, b] pairs in 0.20), which would flag a file packed before an upgrade.
+    """
+    config = json.loads(backend_of(tokenizer).to_str())
+    model = config.get("model") or {}
+    merges = [m.split(" ", 1) if isinstance(m, str) else list(m) for m in model.get("merges") or []]
+    added = sorted((t["id"], t["content"], bool(t.get("special")))
+                   for t in config.get("added_tokens") or [])
+    canonical = json.dumps([model.get("type"), model.get("vocab"), merges, added],
+                           ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def tokenizer_ids(tokenizer, bos_token: str = "<|im_start|>", eos_token: str = "<|im_end|>") -> dict:
+    """vocab_size, bos_id, eos_id and tokenizer_fingerprint, as the packer records them."""
+    backend = backend_of(tokenizer)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return {"vocab_size": backend.get_vocab_size(),
+            "bos_id": backend.token_to_id(bos_token) if bos is None else bos,
+            "eos_id": backend.token_to_id(eos_token) if eos is None else eos,
+            FINGERPRINT_FIELD: tokenizer_fingerprint(tokenizer)}
+
+
+# ---- packed .bin ------------------------------------------------------------------------------
+
+_REQUIRED = {"format": str, "dtype": str, "vocab_size": int, "num_tokens": int, "num_docs": int,
+             "bos_id": int, "eos_id": int}
+_OPTIONAL = {FINGERPRINT_FIELD: str, "tokenizer": str, "source": str, "layout": str}
+_TYPE_NAMES = {int: "整数 (int)", str: "字符串 (str)"}
+
+
+def load_sidecar(bin_path: str | os.PathLike) -> dict:
+    """The sidecar of ``x.bin`` with every field checked, and the file size against it.
+
+    Raises FileNotFoundError when the .bin or its sidecar is missing, DataError naming the field
+    for anything else.
+    """
+    from .packed import DTYPE, FORMAT, meta_path  # here: packed imports this module
+
+    bin_path = Path(bin_path)
+    if not bin_path.is_file():
+        raise FileNotFoundError(f"找不到打包文件 (packed file not found): {bin_path}")
+    mp = meta_path(bin_path)
+    if not mp.is_file():
+        raise FileNotFoundError(f"找不到 {mp}：打包没有完成？{REPACK}")
+    try:
+        meta = json.loads(mp.read_bytes().decode("utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(mp, f"说明文件 (sidecar) 不是合法的 JSON (malformed JSON)：{e.msg}，"
+                            f"第 {e.colno} 个字符；{REPACK}", e.lineno) from None
+    except UnicodeDecodeError:
+        raise DataError(mp, f"说明文件 (sidecar) 不是 UTF-8 编码 (not UTF-8)；{REPACK}") from None
+    if not isinstance(meta, dict):
+        raise DataError(mp, f"说明文件 (sidecar) 应该是 JSON 对象 (object)，而是 {type(meta).__name__}")
+    if meta.get("format", FORMAT) != FORMAT:  # another format's sidecar: say that, not its fields
+        raise DataError(mp, f'不认识的格式 (unknown format) "format" = {meta["format"]!r:.40}，'
+                            f"应该是 {FORMAT!r}", field="format")
+    for fields, required in ((_REQUIRED, True), (_OPTIONAL, False)):
+        for name, typ in fields.items():
+            if name not in meta:
+                if required:
+                    raise DataError(mp, f'缺少字段 (missing field) "{name}"：说明文件不完整；{REPACK}',
+                                    field=name)
+                continue
+            value = meta[name]
+            if not isinstance(value, typ) or isinstance(value, bool):  # bool is an int in Python
+                raise DataError(mp, f'字段 "{name}" 应该是{_TYPE_NAMES[typ]}，现在是 '
+                                    f"{type(value).__name__} {value!r:.40}", field=name)
+    if meta["dtype"] != "uint16":
+        raise DataError(mp, f'字段 "dtype" 是 {meta["dtype"]!r}，这个格式只用 "uint16"', field="dtype")
+    vocab = meta["vocab_size"]
+    if not 0 < vocab <= np.iinfo(DTYPE).max + 1:
+        raise DataError(mp, f'字段 "vocab_size" = {vocab}：应该在 1…65536 之间 (uint16)',
+                        field="vocab_size")
+    for name in ("num_tokens", "num_docs"):
+        if meta[name] < 0:
+            raise DataError(mp, f'字段 "{name}" = {meta[name]} 是负数', field=name)
+    for name in ("bos_id", "eos_id"):
+        if not 0 <= meta[name] < vocab:
+            raise DataError(mp, f'字段 "{name}" = {meta[name]} 不在词表范围 0…{vocab - 1} 里', field=name)
+    size, expected = bin_path.stat().st_size, meta["num_tokens"] * DTYPE.itemsize
+    if size != expected:
+        raise DataError(bin_path, f"大小 {size:,} bytes，但说明文件 (sidecar) 的 num_tokens = "
+                                  f"{meta['num_tokens']:,}，应该是 {expected:,} bytes：文件不完整 "
+                                  f"(truncated file)，或者说明文件属于另一次打包；{REPACK}",
+                        field="num_tokens")
+    return meta
+
+
+def check_packed(bin_path: str | os.PathLike, tokenizer=None, vocab_size: int | None = None) -> dict:
+    """Sidecar, size, agreement with `tokenizer`, and every token id < the vocabulary size."""
+    from .packed import DTYPE, meta_path
+
+    start = time.perf_counter()
+    bin_path = Path(bin_path)
+    try:
+        meta = load_sidecar(bin_path)
+    except FileNotFoundError as e:
+        raise DataError(bin_path, str(e)) from None
+    mp = meta_path(bin_path)
+    bound = meta["vocab_size"]
+    if tokenizer is not None:
+        have = tokenizer_ids(tokenizer)
+        for name, what in (("vocab_size", "词表大小 (vocab_size)"), ("bos_id", "bos id"),
+                           ("eos_id", "eos id")):
+            if meta[name] != have[name]:
+                raise DataError(mp, f'字段 "{name}" 是 {meta[name]}，但分词器 (tokenizer) 的 {what} 是 '
+                                    f"{have[name]}：这个 .bin 是用另一个分词器打包的；用现在的分词器"
+                                    f"{REPACK}", field=name)
+        # older sidecars have no fingerprint: the fields above are all that can be compared
+        if FINGERPRINT_FIELD in meta and meta[FINGERPRINT_FIELD] != have[FINGERPRINT_FIELD]:
+            raise DataError(mp, f'字段 "{FINGERPRINT_FIELD}" 与分词器不一致 (tokenizer mismatch)：'
+                                f"打包时 {meta[FINGERPRINT_FIELD][:19]}…，现在 "
+                                f"{have[FINGERPRINT_FIELD][:19]}…；词表大小相同，但词表或合并规则 "
+                                f"(merges) 不同，同一个 id 是另一个 token；用现在的分词器{REPACK}",
+                            field=FINGERPRINT_FIELD)
+    if vocab_size is not None:
+        if meta["vocab_size"] > vocab_size:
+            raise DataError(mp, f'字段 "vocab_size" 是 {meta["vocab_size"]}，比模型的 vocab_size '
+                                f"{vocab_size} 大：嵌入层 (embedding) 放不下这些 id", field="vocab_size")
+        bound = min(bound, vocab_size)
+    n = meta["num_tokens"]
+    if n == 0:
+        raise DataError(bin_path, f"没有 token (empty file)；{REPACK}", field="num_tokens")
+    tokens = np.memmap(bin_path, dtype=DTYPE, mode="r", shape=(n,))
+    max_id = 0
+    for lo in range(0, n, SCAN_CHUNK):
+        chunk = tokens[lo:lo + SCAN_CHUNK]
+        top = int(chunk.max())
+        if top >= bound:
+            i = int(np.argmax(chunk >= bound))  # first offending position in this chunk
+            raise DataError(bin_path, f"位置 (position) {lo + i:,}（从 0 数）的 token id 是 "
+                                      f"{int(chunk[i])}，不小于词表大小 (vocab_size) {bound}："
+                                      "模型的嵌入层 (embedding) 没有这一行；文件损坏，或者不是用这个"
+                                      f"分词器打包的；{REPACK}")
+        max_id = max(max_id, top)
+    del tokens  # unmap now, not at garbage collection (Windows cannot delete a mapped file)
+    return {"path": str(bin_path), "format": "packed", "lines": None, "documents": meta["num_docs"],
+            "tokens": n, "max_token_id": max_id, "bytes": n * DTYPE.itemsize,
+            "seconds": time.perf_counter() - start}
+
+
+# ---- entry point ------------------------------------------------------------------------------
+
+def check_pretrain_data(path: str | os.PathLike, tokenizer=None,
+                        vocab_size: int | None = None) -> dict:
+    """Check a pretraining file completely; DataError (a ValueError) names the first problem.
+
+    Args:
+        path: a ``.jsonl`` / ``.jsonl.gz`` corpus, or a packed ``.bin`` (chosen by the name, as
+            the pretrain command chooses its dataset).
+        tokenizer: the tokenizer training will use (Hugging Face fast tokenizer or
+            ``tokenizers.Tokenizer``); a .bin's sidecar must agree with it.
+        vocab_size: the model's vocabulary size; every id must be below it.
+    Returns: ``{"path", "format" ("jsonl" | "jsonl.gz" | "packed"), "lines", "documents",
+        "tokens", "bytes", "seconds"}`` (lines None for .bin, tokens None for jsonl; .bin adds
+        max_token_id).  :func:`describe` turns it into one line for the log.
+    """
+    if str(path).endswith(".bin"):
+        return check_packed(path, tokenizer, vocab_size)
+    if tokenizer is not None and vocab_size is not None:
+        have = backend_of(tokenizer).get_vocab_size()
+        if have > vocab_size:
+            raise DataError(path, f"分词器 (tokenizer) 的词表大小 {have} 比模型的 vocab_size "
+                                  f"{vocab_size} 大：有些 id 嵌入层 (embedding) 放不下")
+    return check_jsonl(path)
+
+
+def describe(summary: dict) -> str:
+    """One log line for a summary of :func:`check_pretrain_data`."""
+    what = f"{summary['documents']:,} 篇文档"
+    if summary["tokens"] is not None:
+        what += f"，{summary['tokens']:,} 个 token"
+    else:
+        what += f"（{summary['lines']:,} 行）"
+    mb, s = summary["bytes"] / 1e6, summary["seconds"]
+    return (f"数据检查通过 (data check passed)：{summary['path']}，{what}，{mb:.1f} MB，"
+            f"{s:.2f} 秒")
+
+
+__all__ = ["DataError", "check_pretrain_data", "check_jsonl", "check_packed", "describe",
+           "iter_jsonl", "load_sidecar", "parse_jsonl_line", "read_jsonl_lines",
+           "tokenizer_fingerprint", "tokenizer_ids", "FINGERPRINT_FIELD"]
