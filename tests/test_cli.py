@@ -21,7 +21,8 @@ def test_progress_lists_every_stage_and_the_next_step():
     assert out.returncode == 0, out.stderr
     for i in range(14):
         assert f"  {i:02d}  " in out.stdout
-    assert "✓ 参考实现" in out.stdout and "✗ 还没写" in out.stdout
+    assert "◇ 参考实现（不算完成）" in out.stdout and "✗ 还没写" in out.stdout
+    assert "已完成 0/14" in out.stdout  # a stage served by the reference is not the learner's work
     assert "下一步 (next)：打开 notebooks/01_rmsnorm.ipynb" in out.stdout
     assert "python -m workbook check 01" in out.stdout
 
@@ -40,3 +41,25 @@ def test_hint_levels_are_revealed_one_at_a_time(tmp_path, monkeypatch):
 def test_hint_cli_bad_level():
     out = run_py(["-m", "workbook", "hint", "00", "--level", "9"])
     assert out.returncode == 2 and "只有" in out.stderr
+
+
+def test_a_bad_mode_is_one_clear_line():
+    out = run_py(["-m", "workbook", "progress"], mode="solutionz")
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [
+        "错误：WORKBOOK_IMPL='solutionz' 无法识别。可选：learner、solutions、solutions:01,02,05-08"]
+
+
+def test_check_piped_into_head_has_no_broken_pipe_traceback():
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+    import os
+
+    env = dict(os.environ, WORKBOOK_IMPL="solutions", PYTHONIOENCODING="utf-8")
+    # `true` reads nothing and exits at once: every write of the report hits a closed pipe
+    out = subprocess.run(f"{sys.executable} -m workbook check 02 | true", shell=True, cwd=ROOT,
+                         env=env, capture_output=True, timeout=120)
+    err = out.stderr.decode("utf-8", errors="replace")
+    assert "BrokenPipe" not in err and "Traceback" not in err, err

@@ -10,7 +10,11 @@ Importing this package installs the mode switch (see ``workbook._modes`` and the
 """
 from . import _modes
 
-_modes.install()
+try:
+    _modes.install()
+except _modes.ModeError:
+    _modes.friendly_mode_errors()  # a command-line tool then prints one line, not a traceback
+    raise
 
 from .lab import check, hint, needs, progress, mode  # noqa: E402
 

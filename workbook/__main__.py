@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import stages
@@ -12,9 +13,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m workbook",
         description="MiniMind Workbook 学习工具：看进度、跑检查、要提示。")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("progress", help="每个阶段的状态和下一步")
+    p_progress = sub.add_parser("progress", help="每个阶段的状态和下一步")
     p_check = sub.add_parser("check", help="运行某一阶段的检查（通过时退出码 0，否则 1）")
     p_check.add_argument("stage", help="阶段编号，例如 01")
+    for p in (p_progress, p_check):
+        p.add_argument("--timeout", type=float, default=None,
+                       help="每个阶段的检查最多运行多少秒（默认 $WORKBOOK_CHECK_TIMEOUT 或 180）")
     p_hint = sub.add_parser("hint", help="显示某一阶段的下一级提示")
     p_hint.add_argument("stage", help="阶段编号，例如 01")
     p_hint.add_argument("--level", type=int, default=None, help="直接显示第 N 级提示")
@@ -33,23 +37,37 @@ def main(argv: list[str] | None = None) -> int:
     p_hf.add_argument("--pth", help="同时另存一份 MiniMind 格式的 .pth（fp16）")
     args = parser.parse_args(argv)
 
+    from .checks.runner import CheckInterrupted
+
     try:
         if args.command == "progress":
-            from .progress import table
-            print(table())
+            from .progress import results, table
+            print(table(results(timeout=args.timeout)))
             return 0
         if args.command == "check":
-            from .checks.harness import run_check
-            result = run_check(args.stage)
+            from .checks.runner import run_stages
+            stage = stages.get(args.stage)
+            result = run_stages([stage.id], timeout=args.timeout, echo=True)[stage.id]
             print(result.report())
             return 0 if result.passed else 1
         if args.command == "export":
-            from .export import ExportRefused, export_package
+            from .export import (ExportRefused, describe_failures, export_package, failing,
+                                 judge_learner_files)
+            results = None
+            if not args.reference:
+                print("先按你自己的文件检查每个阶段 (WORKBOOK_IMPL=learner) …", file=sys.stderr)
+                results = judge_learner_files()
             try:
-                dest = export_package(args.dir, reference=args.reference, force=args.force)
+                dest = export_package(args.dir, reference=args.reference, force=args.force,
+                                      results=results)
             except (ExportRefused, FileExistsError) as e:
                 print(f"没有导出：{e}", file=sys.stderr)
                 return 1
+            bad = failing(results or [])
+            if bad:
+                print(f"警告：用 --force 导出了 {len(bad)} 个没有通过检查的阶段（已记在 "
+                      f"{dest}/workbook/export_status.json 和 README.md 里，导入时也会提醒）：\n"
+                      + describe_failures(bad), file=sys.stderr)
             print(f"已导出到 {dest}：pip install {dest}，然后 {dest}/train.sh --data_path ...")
             return 0
         if args.command == "export-hf":
@@ -68,8 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     except (stages.UnknownStage, ValueError) as e:
         print(f"错误：{e}", file=sys.stderr)
         return 2
+    except (CheckInterrupted, KeyboardInterrupt):
+        print("\n已中断 (Ctrl-C)：检查没有跑完，什么都没有改动。", file=sys.stderr)
+        return 130
     return 2
 
 
+def _run() -> int:
+    try:
+        code = main()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # `python -m workbook check 02 | head`: the reader left early; that is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_run())

@@ -73,6 +73,32 @@ def parse_mode(value: str | None) -> frozenset[str]:
     return frozenset(chosen)
 
 
+def format_mode(reference: frozenset[str]) -> str:
+    """The WORKBOOK_IMPL value that selects exactly `reference` (inverse of parse_mode)."""
+    if not reference:
+        return "learner"
+    if reference == frozenset(stages.BY_ID):
+        return "solutions"
+    return "solutions:" + ",".join(sorted(reference))
+
+
+def friendly_mode_errors() -> None:
+    """Make an uncaught ModeError print one line, not a traceback (command-line tools).
+
+    `import workbook` reads WORKBOOK_IMPL; a typo there would otherwise end every command
+    (``python -m workbook …``, the trainers) in a stack trace through the import system.
+    """
+    previous = sys.excepthook
+
+    def hook(etype, value, tb):
+        if issubclass(etype, ModeError):
+            print(f"错误：{value}", file=sys.stderr)
+        else:
+            previous(etype, value, tb)
+
+    sys.excepthook = hook
+
+
 def describe(reference: frozenset[str]) -> str:
     """One line for humans: which mode is active."""
     if not reference:

@@ -37,15 +37,32 @@ MODEL_MODULES = ["model.norm", "model.rope", "model.attention", "model.feedforwa
 _INTERNAL_IMPORT = re.compile(r"^from (\.+[\w.]*|workbook(\.[\w.]+)?) import .*$", re.MULTILINE)
 
 
+STATUS_FILE = "export_status.json"  # inside the exported package: what was checked, what failed
+
+
 class ExportRefused(RuntimeError):
     """Some stage checks fail; the message lists them."""
 
 
-def failing_stages() -> list[str]:
+def judge_learner_files(timeout: float | None = None) -> list:
+    """Every stage's Result on the learner's *own* files.
+
+    Always WORKBOOK_IMPL=learner, whatever this process runs in: a stage served by the
+    reference is not the learner's work, so it cannot make an export of the learner's code pass.
+    """
     from .progress import results
 
-    return [f"{r.stage.id} {r.stage.slug}（{r.stage.title}）" for r in results()
-            if not r.passed and r.status != "soon"]
+    return results(mode="learner", timeout=timeout)
+
+
+def failing(results: list) -> list:
+    return [r for r in results if not r.done and r.status != "soon"]
+
+
+def describe_failures(bad: list) -> str:
+    """One line per failing stage: id, slug, title and the first line of its diagnostic."""
+    return "\n".join(f"  {r.stage.id} {r.stage.slug}（{r.stage.title}）：{r.message.splitlines()[0]}"
+                     for r in bad)
 
 
 def _source_of(rel: str, reference: bool) -> Path:
@@ -54,20 +71,59 @@ def _source_of(rel: str, reference: bool) -> Path:
     return base / (rel.replace(".", "/") + ".py")
 
 
-def export_package(dest: str | Path, *, reference: bool = False, force: bool = False) -> Path:
-    """Write an installable package to `dest` (must not exist or be empty)."""
+# The exported package's __init__: it warns at start-up when it was exported with failing stages.
+_EXPORTED_INIT = '''"""MiniMind, as written in the MiniMind Workbook (exported).
+
+export_status.json beside this file records which stages passed their checks at export time.
+"""
+import json as _json
+import sys as _sys
+from pathlib import Path as _Path
+
+try:
+    STATUS = _json.loads(_Path(__file__).with_name("export_status.json").read_text(encoding="utf-8"))
+except (OSError, ValueError):
+    STATUS = {}
+if STATUS.get("failing"):
+    print("警告 (warning)：这个包是用 --force 导出的，导出时这些阶段的检查没有通过："
+          + "、".join(STATUS["failing"]) + "。训练结果可能是错的；详见 "
+          + str(_Path(__file__).with_name("export_status.json")), file=_sys.stderr)
+'''
+
+
+def export_package(dest: str | Path, *, reference: bool = False, force: bool = False,
+                   results: list | None = None, timeout: float | None = None) -> Path:
+    """Write an installable package to `dest` (must not exist or be empty).
+
+    The learner's files are judged first (see judge_learner_files; `results` = a judgement
+    already made).  A failing stage refuses the export, unless `force`: then the package
+    records the failures (export_status.json, its README) and warns whenever it is imported.
+    """
+    import datetime
+
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"{dest} 已存在且不是空目录：换一个目录，免得覆盖别的文件。")
-    if not reference and not force:
-        bad = failing_stages()
-        if bad:
-            raise ExportRefused("这些阶段的检查还没通过，先不导出（加 --force 强制导出）：\n  " + "\n  ".join(bad))
+    judged = [] if reference else (judge_learner_files(timeout) if results is None else results)
+    bad = failing(judged)
+    if bad and not force:
+        raise ExportRefused("这些阶段的检查没有通过（按你自己的文件检查，不看 WORKBOOK_IMPL），"
+                            "先不导出（加 --force 强制导出）：\n" + describe_failures(bad))
+    status = {
+        "format": "minimind-workbook-export-v1",
+        "workbook_version": _workbook_version(),
+        "source": "reference" if reference else "learner",
+        "forced": bool(bad),
+        "failing": [f"{r.stage.id} {r.stage.slug}" for r in bad],
+        "stages": [r.to_dict() for r in judged],
+        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     pkg = dest / "workbook"
     for sub in PACKAGES:
         (pkg / sub).mkdir(parents=True, exist_ok=True)
-    (pkg / "__init__.py").write_text(
-        '"""MiniMind, as written in the MiniMind Workbook (exported)."""\n', encoding="utf-8")
+    (pkg / "__init__.py").write_text(_EXPORTED_INIT, encoding="utf-8")
+    (pkg / STATUS_FILE).write_text(json.dumps(status, ensure_ascii=False, indent=1) + "\n",
+                                   encoding="utf-8")
     for sub in PACKAGES[1:]:
         shutil.copyfile(_modes.PACKAGE_DIR / sub / "__init__.py", pkg / sub / "__init__.py")
     for stage in stages.STAGES:
@@ -94,7 +150,7 @@ def export_package(dest: str | Path, *, reference: bool = False, force: bool = F
         include = ["workbook*"]
 
         [tool.setuptools.package-data]
-        workbook = ["assets/tokenizer/*"]
+        workbook = ["assets/tokenizer/*", "{STATUS_FILE}"]
         """), encoding="utf-8")
     launch = dest / "train.sh"
     launch.write_text(textwrap.dedent("""\
@@ -127,8 +183,31 @@ def export_package(dest: str | Path, *, reference: bool = False, force: bool = F
 
         English: `pip install .`, pack your jsonl with `python -m workbook.data.pack`, then `./train.sh --data_path X.bin ...`
         (torchrun over all local GPUs; set NNODES/NODE_RANK/MASTER_ADDR for several nodes).
-        """), encoding="utf-8")
+        """) + _failures_section(bad), encoding="utf-8")
     return dest
+
+
+def _failures_section(bad: list) -> str:
+    if not bad:
+        return ""
+    return ("\n## ⚠ 导出时没有通过检查的阶段 / stages that failed their checks at export\n\n"
+            "这个包是用 `--force` 导出的。下面这些阶段的代码没有通过检查，训练出来的模型可能是错的"
+            "（例如少了因果掩码时 loss 反而更低，生成的却是乱码）。机器可读的记录在 "
+            f"`workbook/{STATUS_FILE}`，每次 `import workbook` 都会提醒。\n\n"
+            "This package was exported with `--force`; the stages below failed their checks.\n\n"
+            + "".join(f"- **{r.stage.id} {r.stage.slug}**（{r.stage.title}）："
+                      f"{r.message.splitlines()[0]}\n" for r in bad))
+
+
+def _workbook_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("minimind-workbook")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
 
 
 def _runtime_dependencies() -> list[str]:

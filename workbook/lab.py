@@ -12,7 +12,7 @@ class CheckNotPassed(Exception):
 
 def _short_traceback(shell, etype, value, tb, tb_offset=None):
     """IPython handler for CheckNotPassed: the diagnostic is already printed; skip the stack."""
-    stb = [f"{etype.__name__}: {value}"]
+    stb = [f"{etype.__name__}:\n{value}"]
     shell._showtraceback(etype, value, stb)
     return stb
 
@@ -30,15 +30,21 @@ def _install_ipython_handler() -> None:
 def check(stage_id: str | int) -> None:
     """Run a stage's check, print the result, and raise CheckNotPassed if it failed.
 
-    Same check, same message as ``python -m workbook check ID``.
+    Same check, same message, same time limit as ``python -m workbook check ID``: the check
+    runs in a child process in the mode this kernel started with, on the files as saved now.
+    The exception's text is the whole diagnostic, so nbval's report and JUnit XML carry it.
     """
-    from .checks.harness import run_check
+    from .checks.runner import CheckInterrupted, run_stages
 
     _install_ipython_handler()
-    result = run_check(str(stage_id))
-    print(result.report())
+    stage = stages.get(stage_id)
+    try:
+        result = run_stages([stage.id], echo=True)[stage.id]
+    except CheckInterrupted:
+        raise CheckNotPassed(f"{stage.id} 的检查被中断了 (KeyboardInterrupt)，没有跑完。") from None
     if not result.passed:
-        raise CheckNotPassed(f"{result.stage.id} 的检查没有通过（原因见上方）。") from None
+        raise CheckNotPassed(result.report()) from None
+    print(result.report())
 
 
 def hint(stage_id: str | int, level: int | None = None) -> None:

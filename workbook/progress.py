@@ -6,7 +6,7 @@ from .checks import harness
 
 _LABEL = {
     harness.PASS: "✓ 通过",
-    harness.REFERENCE: "✓ 参考实现",
+    harness.REFERENCE: "◇ 参考实现（不算完成）",
     harness.FAIL: "✗ 未通过",
     harness.TODO: "✗ 还没写",
     harness.BLOCKED: "· 等前置阶段",
@@ -23,15 +23,17 @@ def _pad(text: str, width: int) -> str:
     return text + " " * max(0, width - _width(text))
 
 
-def results() -> list[harness.Result]:
-    memo: dict = {}
-    _modes.reload_exercises()
-    out = []
-    for stage in stages.STAGES:
-        if stage.id not in memo:
-            memo[stage.id] = harness.run_check(stage.id, _memo=memo)
-        out.append(memo[stage.id])
-    return out
+def results(mode: str | None = None, timeout: float | None = None) -> list[harness.Result]:
+    """Every stage's Result, checked in a child process (see workbook.checks.runner).
+
+    mode: the WORKBOOK_IMPL value to judge (None = this process's mode); a stage served by
+    the reference is reported as such without running its check.
+    """
+    from .checks.runner import run_stages
+
+    got = run_stages([s.id for s in stages.STAGES], mode=mode, timeout=timeout,
+                     run_reference=False)
+    return [got[s.id] for s in stages.STAGES]
 
 
 def table(res: list[harness.Result] | None = None) -> str:
@@ -42,13 +44,18 @@ def table(res: list[harness.Result] | None = None) -> str:
              f"  {'阶段':<4}{_pad('内容', title_w)}{'状态'}"]
     for r in res:
         lines.append(f"  {r.stage.id:<6}{_pad(r.stage.title, title_w)}{_LABEL[r.status]}")
-    done = sum(r.passed for r in res)
+    done = sum(r.done for r in res)
     open_ = [r for r in res if r.status != harness.SOON]
     lines += ["", f"已完成 {done}/{len(open_)} 个开放的阶段。"]
+    served = [r.stage.id for r in res if r.status == harness.REFERENCE]
+    if served:
+        lines.append(f"（{', '.join(served)} 用的是参考实现，不算你完成的阶段。）")
     nxt = next((r for r in res if r.status in (harness.TODO, harness.FAIL)), None)
     if nxt is None:
         nxt = next((r for r in res if r.status == harness.BLOCKED), None)
-    if nxt is None:
+    if nxt is None and served:
+        lines.append("下一步：其余阶段都通过了；把用参考实现的阶段也写完，再不设 WORKBOOK_IMPL 运行一次。")
+    elif nxt is None:
         lines.append("下一步：全部开放的阶段都通过了 🎉")
     else:
         s = nxt.stage

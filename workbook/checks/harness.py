@@ -12,6 +12,7 @@ optional one-line summary of what it verified.
 from __future__ import annotations
 
 import importlib
+import time
 import traceback
 import types
 from dataclasses import dataclass
@@ -31,10 +32,26 @@ class Result:
     stage: stages.Stage
     status: str  # one of PASS, FAIL, TODO, BLOCKED, REFERENCE, SOON
     message: str
+    seconds: float = 0.0  # wall time of the check itself (0 when it did not run)
 
     @property
     def passed(self) -> bool:
+        """Good enough to build on: the learner's code passed, or the stage is served by the
+        reference (so later stages may go on).  Not the same as *done*, see `done`."""
         return self.status in (PASS, REFERENCE)
+
+    @property
+    def done(self) -> bool:
+        """The learner's own code passed: what progress counts and export requires."""
+        return self.status == PASS
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage.id, "status": self.status, "message": self.message,
+                "seconds": round(self.seconds, 2)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Result":
+        return cls(stages.get(d["stage"]), d["status"], d["message"], float(d.get("seconds", 0.0)))
 
     def report(self) -> str:
         """The text `python -m workbook check` prints and the notebook shows."""
@@ -78,60 +95,88 @@ def _todo_message(exc: NotImplementedError) -> str:
     return f"还没写 (not written yet)：{text}"
 
 
-def run_check(stage_id: str, impl: types.ModuleType | None = None, *,
-              prereqs: bool = True, _memo: dict | None = None) -> Result:
-    """Run one stage's check and return a Result; never raises for a learner's mistake.
+def blocked_by(stage: stages.Stage, results: dict[str, Result]) -> Result | None:
+    """A BLOCKED result if a prerequisite in `results` did not pass (it names the first one)."""
+    for pid in stage.requires:
+        pres = results.get(pid)
+        if pres is not None and not pres.passed and pres.status != SOON:
+            p = stages.get(pid)
+            return Result(stage, BLOCKED,
+                          f"先通过 {p.id} {p.slug}（{p.title}）：这一阶段要用到它。"
+                          f"运行 python -m workbook check {p.id} 看看哪里不对。")
+    return None
 
-    impl: the module to test (default: the exercise module in the current mode, freshly
-    reloaded so that edits made since the last import count).
-    prereqs: first require the checks of the stages this one builds on.
+
+def run_one(stage: stages.Stage, impl: types.ModuleType | None = None, *,
+            reload: bool = True) -> Result:
+    """Run `stage`'s own check (no prerequisites); every outcome becomes a Result.
+
+    impl None: the exercise module in the current mode (the reference when the mode serves this
+    stage from it: then the status is REFERENCE, never PASS).  A pass is only ever returned
+    after the check function itself returned; an exception, SystemExit included, is a failure.
     """
-    stage = stages.get(stage_id)
-    memo = {} if _memo is None else _memo
     mod = check_module(stage)
     if mod is None:
         return Result(stage, SOON, "这一阶段还在编写中 (coming soon)。")
-
-    if prereqs:
-        for pid in stage.requires:
-            if pid in memo:
-                pres = memo[pid]
-            else:
-                pres = memo[pid] = run_check(pid, prereqs=True, _memo=memo)
-            if not pres.passed and pres.status != SOON:
-                p = stages.get(pid)
-                return Result(stage, BLOCKED,
-                              f"先通过 {p.id} {p.slug}（{p.title}）：这一阶段要用到它。"
-                              f"运行 python -m workbook check {p.id} 看看哪里不对。")
-
-    # As a prerequisite (or in `progress`), a stage served by the reference counts as passed
-    # without running; asked for directly, its check really runs (reference against reference).
     on_reference = impl is None and bool(stage.modules) and _modes.uses_reference(stage.id)
-    if on_reference and _memo is not None:
-        return Result(stage, REFERENCE, "当前模式使用参考实现 (reference)。")
+    start = time.perf_counter()
+
+    def result(status: str, message: str) -> Result:
+        return Result(stage, status, message, time.perf_counter() - start)
 
     try:
         if impl is None:
-            if _memo is None:
+            if reload:
                 _modes.reload_exercises()
             impl = _load_impl(stage)
         ref = _load_reference(stage)
         summary = mod.check(impl, ref)
     except NotImplementedError as e:
-        return Result(stage, TODO, _todo_message(e))
+        return result(TODO, _todo_message(e))
     except CheckFailed as e:
-        return Result(stage, FAIL, str(e))
+        return result(FAIL, str(e))
     except SyntaxError as e:
-        return Result(stage, FAIL, f"文件有语法错误 (SyntaxError)：{e.filename} 第 {e.lineno} 行：{e.msg}")
+        return result(FAIL, f"文件有语法错误 (SyntaxError)：{e.filename} 第 {e.lineno} 行：{e.msg}")
+    except SystemExit as e:  # sys.exit() in learner code must not end the check as a success
+        where = _where(e)
+        return result(FAIL, f"你的代码在检查中调用了 sys.exit({e.code!r})：练习里的代码不能退出进程，"
+                            f"出错时请抛出异常 (raise)。" + (f"\n位置：{where}" if where else ""))
     except Exception as e:  # the learner's code crashed inside the check
         where = _where(e)
         msg = f"你的代码在检查中抛出了异常 {type(e).__name__}: {e}"
         if where:
             msg += f"\n出错位置：{where}"
-        return Result(stage, FAIL, msg)
+        return result(FAIL, msg)
     if on_reference:
-        return Result(stage, REFERENCE, (summary or "全部检查通过。") + "（当前模式用的是参考实现）")
-    return Result(stage, PASS, summary or "全部检查通过。")
+        return result(REFERENCE, (summary or "全部检查通过。") + "（当前模式用的是参考实现）")
+    return result(PASS, summary or "全部检查通过。")
+
+
+def run_check(stage_id: str, impl: types.ModuleType | None = None, *,
+              prereqs: bool = True, _memo: dict | None = None) -> Result:
+    """Run one stage's check *in this process* and return a Result.
+
+    Used by the tests (mutants are passed as `impl`) and inside the check runner's child
+    process; learners' commands go through ``workbook.checks.runner``, which adds the time
+    limit and survives ``os._exit`` in learner code.
+    prereqs: first require the checks of the stages this one builds on.
+    _memo: results already known (progress); a stage served by the reference then counts as
+    passed without running.  Asked for directly, its check really runs (reference vs reference).
+    """
+    stage = stages.get(stage_id)
+    memo = {} if _memo is None else _memo
+    if check_module(stage) is None:
+        return Result(stage, SOON, "这一阶段还在编写中 (coming soon)。")
+    if prereqs:
+        for pid in stage.requires:
+            if pid not in memo:
+                memo[pid] = run_check(pid, prereqs=True, _memo=memo)
+        blocked = blocked_by(stage, memo)
+        if blocked is not None:
+            return blocked
+    if impl is None and _memo is not None and stage.modules and _modes.uses_reference(stage.id):
+        return Result(stage, REFERENCE, "当前模式使用参考实现 (reference)。")
+    return run_one(stage, impl, reload=_memo is None)
 
 
 def _load_impl(stage: stages.Stage) -> types.ModuleType:

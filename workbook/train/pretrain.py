@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from .checkpoint import load_resume, save_resume, save_weights, unwrap, weight_name
+from . import guards
+from .checkpoint import (CheckpointError, SaveError, load_resume, load_weights, save_resume,
+                         save_weights, unwrap, weight_name)
 
 ROOT = Path(__file__).resolve().parents[2]
 # In the repository the shipped corpus is the default; an exported package (workbook export)
@@ -40,44 +42,51 @@ class ConfigError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workbook.train.pretrain",
-                                description="MiniMind 预训练 (pretraining)")
+    p = argparse.ArgumentParser(
+        prog="python -m workbook.train.pretrain",
+        description="MiniMind 预训练 (pretraining)。计数单位：micro-step = 一个 batch 的前向+反向；"
+                    "optimizer step（优化器步）= accumulation_steps 个 micro-step 之后的一次参数更新。",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--save_dir", default="out", help="权重和 resume 文件的目录")
     a("--save_weight", default="pretrain", help="权重文件名前缀")
-    a("--epochs", type=int, default=1)
-    a("--batch_size", type=int, default=32)
-    a("--learning_rate", type=float, default=5e-4)
-    a("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
-    a("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
-    a("--num_workers", type=int, default=min(8, os.cpu_count() or 1))
-    a("--accumulation_steps", type=int, default=8)
-    a("--grad_clip", type=float, default=1.0)
-    a("--log_interval", type=int, default=100)
-    a("--save_interval", type=int, default=1000)
-    a("--hidden_size", type=int, default=512)
-    a("--num_hidden_layers", type=int, default=8)
-    a("--num_attention_heads", type=int, default=8)
-    a("--num_key_value_heads", type=int, default=2)
-    a("--max_seq_len", type=int, default=340)
-    a("--max_position_embeddings", type=int, default=32768)
-    a("--use_moe", type=int, default=0, choices=[0, 1])
+    a("--epochs", type=int, default=1, help="遍历数据几遍")
+    a("--batch_size", type=int, default=32, help="每个进程、每个 micro-step 的样本数")
+    a("--learning_rate", type=float, default=5e-4, help="峰值学习率（余弦退火到它的 1/10）")
+    a("--device", default="cuda:0" if torch.cuda.is_available() else "cpu", help="cpu 或 cuda:N")
+    a("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
+      help="autocast 的低精度类型；float16 时启用 GradScaler")
+    a("--num_workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader 的工作进程数")
+    a("--accumulation_steps", type=int, default=8, help="每次优化器更新累积多少个 micro-step")
+    a("--grad_clip", type=float, default=1.0, help="梯度裁剪的范数上限（正数）")
+    a("--log_interval", type=int, default=100, help="每多少个 micro-step 打印一次")
+    a("--save_interval", type=int, default=1000, help="每多少个 micro-step 存一次档（accumulation_steps 的倍数）")
+    a("--hidden_size", type=int, default=512, help="模型宽度")
+    a("--num_hidden_layers", type=int, default=8, help="层数")
+    a("--num_attention_heads", type=int, default=8, help="query 头数")
+    a("--num_key_value_heads", type=int, default=2, help="key/value 头数 (GQA)")
+    a("--max_seq_len", type=int, default=340, help="每个样本的 token 数")
+    a("--max_position_embeddings", type=int, default=32768, help="RoPE 表的长度")
+    a("--use_moe", type=int, default=0, choices=[0, 1], help="1 = 混合专家 (MoE) 前馈层")
     a("--data_path", default=str(DEFAULT_DATA), help=".jsonl / .jsonl.gz, 或 pack 出来的 .bin")
-    a("--tokenizer_path", default=str(DEFAULT_TOKENIZER))
-    a("--from_weight", default="none", help="从 save_dir 里的这个权重名开始（none = 随机初始化）")
-    a("--from_resume", type=int, default=0, choices=[0, 1])
-    a("--use_wandb", action="store_true")
-    a("--wandb_project", default="MiniMind-Pretrain")
-    a("--use_compile", type=int, default=0, choices=[0, 1])
+    a("--tokenizer_path", default=str(DEFAULT_TOKENIZER), help="本地分词器目录")
+    a("--from_weight", default="none",
+      help="从 save_dir 里的这个权重名开始（如 pretrain → pretrain_512.pth），或一个 .pth 路径；none = 随机初始化")
+    a("--from_resume", type=int, default=0, choices=[0, 1], help="1 = 从 save_dir 里的 resume 文件接着训练")
+    a("--use_wandb", action="store_true", help="记录到 wandb（没登录时离线）")
+    a("--wandb_project", default="MiniMind-Pretrain", help="wandb 项目名")
+    a("--use_compile", type=int, default=0, choices=[0, 1], help="1 = torch.compile")
     a("--compile", dest="use_compile", action="store_const", const=1, help="= --use_compile 1")
     a("--compile_mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
       help="torch.compile 的模式；reduce-overhead = CUDA graphs（小 batch 时最快，见 bench/）")
     # extras
-    a("--max_steps", type=int, default=0, help="最多这么多次优化器更新 (optimizer steps)，0 = 不限")
+    a("--max_steps", type=int, default=0, help="最多这么多个 optimizer step，0 = 不限")
     a("--val_path", default=str(DEFAULT_VAL), help="验证集；空字符串 = 不做验证")
-    a("--eval_interval", type=int, default=0, help="每多少个优化器步算一次验证 loss，0 = 只在最后算")
-    a("--eval_batches", type=int, default=20)
-    a("--seed", type=int, default=42)
+    a("--eval_interval", type=int, default=0, help="每多少个 optimizer step 算一次验证 loss，0 = 只在最后算")
+    a("--eval_batches", type=int, default=20, help="每次验证用多少个 batch")
+    a("--seed", type=int, default=42, help="随机种子（数据顺序、初始化）")
+    a("--ddp_timeout", type=float, default=600,
+      help="torchrun 下：一次进程间通信最多等多少秒；有进程卡住时所有进程在这之后报错退出")
     # GPU fast path, each part on its own switch (bench/pretrain_speed.py measures them)
     a("--fused_adamw", type=int, default=0, choices=[0, 1], help="AdamW(fused=True)：一个 kernel 更新全部参数")
     a("--moe_dense", type=int, default=0, choices=[0, 1], help="MoE 不按 token 分组：无同步、可整体编译")
@@ -101,9 +110,16 @@ def validate(args, config) -> None:
         raise ConfigError(f"--max_seq_len {args.max_seq_len} 超过了 max_position_embeddings "
                           f"{config.max_position_embeddings}：RoPE 表没有这么长。")
     for flag in ("batch_size", "accumulation_steps", "log_interval", "save_interval", "epochs",
-                 "max_seq_len"):
+                 "max_seq_len", "eval_batches"):
         if getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag} 必须是正整数，现在是 {getattr(args, flag)}")
+    for flag in ("learning_rate", "grad_clip", "ddp_timeout"):
+        value = getattr(args, flag)
+        if not math.isfinite(value) or value <= 0:  # nan fails both comparisons: refuse it here
+            raise ConfigError(f"--{flag} 必须是有限的正数，现在是 {value}")
+    for flag in ("max_steps", "eval_interval"):
+        if getattr(args, flag) < 0:
+            raise ConfigError(f"--{flag} 不能是负数，现在是 {getattr(args, flag)}")
     if args.save_interval % args.accumulation_steps:
         raise ConfigError(f"--save_interval ({args.save_interval}) 必须是 --accumulation_steps "
                           f"({args.accumulation_steps}) 的倍数：否则存档时会丢掉累积了一半的梯度，续训就接不上。")
@@ -218,8 +234,20 @@ def regular_line_share(poems: list[str]) -> float:
     return sum(bool(_REGULAR_LINE.match(ln)) for ln in lines) / max(len(lines), 1)
 
 
-def run(argv: list[str] | None = None) -> dict:
-    """The whole pretraining run; returns a summary (also written to save_dir/summary.json)."""
+def weights_path(args, config) -> Path:
+    """--from_weight: a name in save_dir (MiniMind's convention) or a path to a .pth file."""
+    if args.from_weight.endswith(".pth"):
+        return Path(args.from_weight)
+    return Path(args.save_dir) / f"{weight_name(args.from_weight, config.hidden_size, config.use_moe)}.pth"
+
+
+def run(argv: list[str] | None = None, status: dict | None = None) -> dict:
+    """The whole pretraining run; returns a summary (also written to save_dir/summary.json).
+
+    status: filled as the run goes (resume file, last micro-step saved) so that the caller can
+    say where to resume from after an interruption.
+    """
+    status = {} if status is None else status
     args = build_parser().parse_args(argv)
     from transformers import AutoTokenizer
 
@@ -236,6 +264,9 @@ def run(argv: list[str] | None = None) -> dict:
     save_dir = Path(args.save_dir)
     name = weight_name(args.save_weight, config.hidden_size, config.use_moe)
     resume_path = save_dir / f"{name}_resume.pth"
+    status["resume_path"] = resume_path
+    if args.from_weight != "none" and not weights_path(args, config).is_file():
+        raise ConfigError(f"--from_weight {args.from_weight}：找不到 {weights_path(args, config)}")
 
     resume = None
     if args.from_resume:
@@ -249,19 +280,28 @@ def run(argv: list[str] | None = None) -> dict:
         from . import distributed
         info = distributed.init_distributed_mode(args.device)
         main_process = distributed.is_main_process()
+        # a stuck rank must not keep the others waiting for gloo's/nccl's default 30/10 minutes
+        guards.set_collective_timeout(args.ddp_timeout)
+        status["ddp_timeout"] = f"{args.ddp_timeout:g}"
     else:
         distributed, info, main_process = None, SingleProcess(args.device), True
     # every rank its own seed (dropout); DDP copies rank 0's initial weights to the others
     torch.manual_seed(args.seed + info.rank)
     device = info.device
     ctx = loop.autocast_context(device.type, args.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_path)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_path, local_files_only=True)
     if len(tokenizer) != config.vocab_size:
         raise ConfigError(f"--tokenizer_path 的词表大小是 {len(tokenizer)}，模型的 vocab_size 是 {config.vocab_size}")
+    # Read every data file once before step 1 (on every rank, so all fail alike): a bad line
+    # is named now, with file:line, not hours in (and again on every --from_resume).
+    from ..data.validate import check_pretrain_data, describe
+    for path in filter(None, (args.data_path, args.val_path)):
+        checked = check_pretrain_data(path, tokenizer=tokenizer, vocab_size=config.vocab_size)
+        if main_process:
+            print(describe(checked), flush=True)
     model = MiniMindForCausalLM(config).to(device)
     if args.from_weight != "none":
-        wpath = save_dir / f"{weight_name(args.from_weight, config.hidden_size, config.use_moe)}.pth"
-        model.load_state_dict(torch.load(wpath, map_location=device), strict=False)
+        load_weights(model, weights_path(args, config))  # strict; names any key that does not fit
     n_params = sum(p.numel() for p in unwrap(model).parameters()) / 1e6
 
     train_ds = make_dataset(args.data_path, tokenizer, args.max_seq_len)
@@ -309,6 +349,18 @@ def run(argv: list[str] | None = None) -> dict:
     total_steps = args.epochs * iters
     if args.max_steps:
         total_steps = min(total_steps, args.max_steps * args.accumulation_steps)
+    status["saved_step"] = start_epoch * iters + start_step if resume is not None else None
+    if resume is not None and start_epoch * iters + start_step >= total_steps:
+        # a finished run: another step would raise the learning rate again and overwrite
+        # the final weights
+        if main_process:
+            print(f"这个训练已经完成了：{resume_path} 记录的是第 {start_epoch * iters + start_step} 个 "
+                  f"micro-step，而这次的设置一共只有 {total_steps} 个。什么都没有改动。要训练更久，"
+                  f"加大 --max_steps 或 --epochs（学习率调度会随之改变），或换一个 --save_weight 从 "
+                  f"--from_weight {args.save_weight} 开始。")
+        if info.ddp:
+            distributed.cleanup(info)
+        return {"finished_before": True, "steps": (start_epoch * iters + start_step) // args.accumulation_steps}
     if main_process:
         print(f"模型 {n_params:.2f}M 参数 | 数据 {len(train_ds)} 条 | {info.world_size} 个进程 | "
               f"每个 epoch {iters} 个 micro-step | 学习率调度共 {total_steps} 个 micro-step | "
@@ -336,6 +388,8 @@ def run(argv: list[str] | None = None) -> dict:
             t = torch.tensor([log.loss, log.lm_loss, log.aux_loss], device=device)
             log.loss, log.lm_loss, log.aux_loss = distributed.reduce_mean(t, info).tolist()
             log.tokens *= info.world_size
+        # every rank sees the same (averaged) loss, so every rank stops together
+        guards.check_finite_loss(log.loss, f"epoch {log.epoch + 1} 第 {log.step} 个 micro-step")
         if not main_process:
             return
         tok_s = log.tokens / max(log.seconds, 1e-9)
@@ -350,12 +404,16 @@ def run(argv: list[str] | None = None) -> dict:
                            "lr": log.lr, "tokens_per_s": tok_s}, step=s)
 
     def save(epoch: int, step: int) -> None:
+        # never overwrite the last good checkpoint with NaN weights (checked on every rank:
+        # the weights are identical, so all ranks stop together)
+        guards.check_finite_weights(model, f"存档前（epoch {epoch + 1} 第 {step} 个 micro-step）")
         if not main_process:  # one writer; the other ranks hold identical weights
             return
         save_weights(model, save_dir / f"{name}.pth")
         save_resume(resume_path, model=model, optimizer=optimizer, scaler=scaler, epoch=epoch,
                     step=step, world_size=info.world_size, config=config.to_dict(),
                     extra={"history": history, "wandb_id": wandb_run.id if wandb_run else None})
+        status["saved_step"] = epoch * iters + step
 
     def on_step_end(step: int) -> bool:
         bar.update(1)
@@ -423,12 +481,63 @@ def run(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues this run: the same flags plus --from_resume 1."""
+    import shlex
+
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--from_resume":
+            skip = True
+            continue
+        if a.startswith("--from_resume="):
+            continue
+        kept.append(a)
+    launcher = ("torchrun <同样的 torchrun 参数> -m workbook.train.pretrain" if "RANK" in os.environ
+                else "python -m workbook.train.pretrain")
+    return " ".join([launcher, *map(shlex.quote, kept), "--from_resume", "1"])
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run, and turn every way a run can end badly into one clear message and an exit status:
+    2 = bad input (nothing written), 1 = stopped during training (last checkpoint intact),
+    130 = Ctrl-C."""
+    argv = sys.argv[1:] if argv is None else argv
+    status: dict = {}
+    main_process = os.environ.get("RANK", "0") == "0"
+
+    def where_to_resume() -> str:
+        if status.get("saved_step") is None:
+            return "还没有存过档：重新运行同一条命令即可从头开始。"
+        return (f"最近一次存档在第 {status['saved_step']} 个 micro-step（{status['resume_path']}）；"
+                f"续训：\n  {resume_command(argv)}")
+
     try:
-        run(argv)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+        run(argv, status)
+    except KeyboardInterrupt:
+        if main_process:
+            print(f"\n已中断 (Ctrl-C)。{where_to_resume()}", file=sys.stderr)
+        return 130
+    except guards.NonFiniteError as e:
+        print(f"错误：{e}\n{where_to_resume()}" if main_process else f"错误：{e}", file=sys.stderr)
+        return 1
+    except SaveError as e:
+        print(f"错误：{e}", file=sys.stderr)
+        return 1
+    except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"错误：{e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if not guards.is_collective_timeout(e):
+            raise
+        print(f"错误：分布式通信超时：{os.environ.get('RANK', '?')} 号进程等了 "
+              f"{status.get('ddp_timeout', '?')} 秒（--ddp_timeout），"
+              f"其他进程还没有到（某个进程卡住了或已经退出）。所有进程都会停下。"
+              f"{where_to_resume()}\n（原始错误：{str(e).splitlines()[0][:200]}）", file=sys.stderr)
+        return 1
     return 0
 
 
