@@ -48,7 +48,7 @@ def ok(out):
 
 
 def resume_state(save_dir, name="pretrain_32"):
-    return torch.load(Path(save_dir) / f"{name}_resume.pth", weights_only=False)
+    return torch.load(Path(save_dir) / f"{name}_resume.pth", weights_only=True)
 
 
 def max_diff(a: dict, b: dict) -> float:
@@ -203,7 +203,7 @@ def test_moe_expert_without_tokens_on_one_rank(tmp_path):
         for p in ctx.processes:
             if p.is_alive():
                 p.kill()
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert 0 in r1["used"], f"every expert got tokens on rank 1: {r1['used']}"
     # gradients were averaged every step: the ranks still hold identical weights
     assert max_diff(r0["weights"], r1["weights"]) == 0.0

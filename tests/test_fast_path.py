@@ -49,7 +49,7 @@ def test_fast_path_gives_the_same_losses(tmp_path):
         save = tmp_path / name
         out = run_py([*common, "--save_dir", str(save), *extra], mode="solutions", timeout=900)
         assert out.returncode == 0, out.stderr[-3000:]
-        histories[name] = torch.load(save / "pretrain_64_moe_resume.pth", weights_only=False)["history"]["train"]
+        histories[name] = torch.load(save / "pretrain_64_moe_resume.pth", weights_only=True)["history"]["train"]
     eager, fast = histories["eager"], histories["fast"]
     assert len(eager) == len(fast) == 8
     for (s, a), (_, b) in zip(eager, fast):

@@ -23,7 +23,7 @@ def pretrain_args(save_dir, *extra):
 
 
 def history(save_dir, name="pretrain_64"):
-    return torch.load(save_dir / f"{name}_resume.pth", weights_only=False)["history"]
+    return torch.load(save_dir / f"{name}_resume.pth", weights_only=True)["history"]
 
 
 @pytest.mark.slow
@@ -49,7 +49,7 @@ def test_resume_after_kill_reproduces_the_loss_curve(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (b / "pretrain_64_summary.json").exists(), "the run finished before it was killed"
-    saved_at = torch.load(resume, weights_only=False)["step"]
+    saved_at = torch.load(resume, weights_only=True)["step"]
     assert 0 < saved_at < 80
 
     out = run_py(pretrain_args(b, *common, "--from_resume", "1"), mode="solutions")

@@ -236,20 +236,15 @@ def remote_code(module_files: dict[str, Path]) -> tuple[str, str]:
 def export_hf(weights: str | Path, out: str | Path, *, config_kwargs: dict,
               pth: str | Path | None = None) -> Path:
     """Load MiniMind-layout weights into the current implementation and write a HF folder."""
-    import torch
-
     from .config import MiniMindConfig
     from .model.causal_lm import MiniMindForCausalLM
-    from .train.checkpoint import save_weights
+    from .train.checkpoint import load_weights, save_weights
 
     out = Path(out)
-    state = torch.load(weights, map_location="cpu")
     config = MiniMindConfig(**config_kwargs)
     model = MiniMindForCausalLM(config)
-    try:
-        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{weights} 和给出的模型参数对不上（hidden_size / num_hidden_layers / use_moe …）：{str(e)[:400]}") from None
+    # weights_only load, wrapper prefixes stripped, strict: names any key that does not fit
+    load_weights(model, weights)
     config.auto_map = {"AutoConfig": "configuration_minimind.MiniMindConfig",
                        "AutoModelForCausalLM": "modeling_minimind.MiniMindForCausalLM"}
     model.save_pretrained(out, safe_serialization=True)

@@ -135,7 +135,7 @@ def _run_once(mp, world_size: int, module: str, epochs: int, timeout: float) -> 
             for p in ctx.processes:
                 if p.is_alive():
                     p.kill()
-        results = [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+        results = [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=True) for r in range(world_size)]
     for r in results:
         if "todo" in r:
             raise NotImplementedError(r["todo"])
