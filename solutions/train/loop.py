@@ -3,6 +3,8 @@
 One optimiser step = `accumulation_steps` micro-batches: each micro-batch's loss is divided by
 `accumulation_steps` and back-propagated, so the gradients add up to those of one big batch.
 Then: unscale (GradScaler) -> clip -> step -> update the scaler -> zero the gradients.
+An epoch's last micro-batches that do not fill a whole group are flushed at step == iters, so an
+epoch has ceil(iters / accumulation_steps) optimiser steps.
 Lesson: notebooks/11_train_loop.ipynb.  Check: ``python -m workbook check 11``.
 """
 from __future__ import annotations
@@ -30,8 +32,15 @@ def autocast_context(device_type: str, dtype: str):
     """The `ctx` of MiniMind's trainer: where the forward pass runs in lower precision.
 
     float32 -> no autocast (nullcontext); bfloat16 / float16 -> torch.autocast on that device
-    (CPU autocast supports bfloat16 and float16).  Matrix multiplies run in the low dtype,
-    numerically touchy ops (softmax, losses, norms) stay in fp32.
+    (CPU autocast supports bfloat16 and float16).  Parameters stay fp32.  Inside the context:
+    - matmul / linear / bmm / conv / scaled_dot_product_attention run in the low dtype on CPU and CUDA;
+    - ops on the device's fp32 list are computed in fp32, and the lists differ: CUDA's is long
+      (softmax, log_softmax, layer_norm, sum, exp, pow, rsqrt, the losses), CPU's is short (the
+      losses such as cross_entropy / nll_loss / mse_loss, linear algebra, fft);
+    - any other op runs in its input's dtype: on CPU a softmax of a bf16 matmul result is bf16,
+      on CUDA it is fp32.
+    So the MiniMind model casts by hand where precision matters (RMSNorm's x.float(), softmax of
+    scores.float()): those ops then run in fp32 on either device.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -87,8 +96,14 @@ def train_epoch(
     loader yields (input_ids, labels), each (batch, seq) int64; labels use -100 for ignored
     positions.  `start_step` micro-steps of this epoch were done before (resume): the loader
     must already skip them, and counting continues from start_step + 1.
-    total_steps: the schedule's length in micro-steps (MiniMind: epochs * iters).
-    on_step_end(step) runs after every micro-step (save, validate, stop); returning True stops.
+    total_steps: the schedule's length in micro-steps (MiniMind: epochs * iters); the lr of
+    micro-step `step` of epoch `epoch` is get_lr(epoch * iters + step, total_steps, lr), set on
+    every param group.
+    The optimiser steps when step % accumulation_steps == 0 or step == iters: the epoch's last
+    micro-batches are flushed, not carried into the next epoch's first step nor dropped.
+    on_log gets a StepLog every log_interval micro-steps and at step == iters (a shorter last
+    interval); on_step_end(step) runs after every micro-step (save, validate, stop); returning
+    True stops.
     """
     last_log = time.perf_counter()
     # counted on the device: an .item() per micro-step would stall the GPU queue every step
@@ -110,7 +125,10 @@ def train_epoch(
         # scale (fp16 only) so small gradients do not underflow, then accumulate into .grad
         scaler.scale(loss).backward()
 
-        if step % accumulation_steps == 0:
+        # step == iters: flush the epoch's last, shorter group (like MiniMind, without undoing its
+        # 1/accumulation_steps) -- left in .grad it would leak into the next epoch's first step,
+        # or be lost after the last epoch
+        if step % accumulation_steps == 0 or step == iters:
             # back to true gradients first: the clip threshold is meant for them, not scaled ones
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -121,6 +139,7 @@ def train_epoch(
             optimizer.zero_grad(set_to_none=True)
 
         tokens += (labels != -100).sum()
+        # step == iters: the last interval may be shorter than log_interval; log it too
         if on_log is not None and (step % log_interval == 0 or step == iters):
             # the only host synchronisation: once per log line
             lm = out.loss.item()

@@ -10,14 +10,34 @@ ref = _modes.reference_module("train.loop")
 
 
 def _loop(divide=True, clip_first=False, zero_every=False, count_from=1, add_aux=True,
-          scaler_step=True, log_divided=False):
+          scaler_step=True, log_divided=False, lr_groups="all", lr_step="global", flush=True,
+          zero_after_flush=True, acc_counter="local", log_last=True, tokens_full=False, log_base_lr=False):
     def train_epoch(epoch, loader, iters, model, optimizer, scaler, ctx, *, lr, total_steps,
                     accumulation_steps=8, grad_clip=1.0, device="cpu", log_interval=100,
                     start_step=0, on_log=None, on_step_end=None):
+        def update():
+            if clip_first:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                scaler.unscale_(optimizer)
+            else:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if scaler_step:
+                scaler.step(optimizer)
+            else:
+                optimizer.step()
+            scaler.update()
+
         tokens, step = 0, start_step
         for step, (x, y) in enumerate(loader, start=start_step + count_from):
-            lr_now = ref.get_lr(epoch * iters + step, total_steps, lr)
-            for g in optimizer.param_groups:
+            if lr_step == "global":
+                lr_now = ref.get_lr(epoch * iters + step, total_steps, lr)
+            elif lr_step == "epoch":  # restarts every epoch
+                lr_now = ref.get_lr(step, total_steps, lr)
+            else:  # "iters": a schedule one epoch long
+                lr_now = ref.get_lr(epoch * iters + step, iters, lr)
+            groups = optimizer.param_groups if lr_groups == "all" else optimizer.param_groups[:1]
+            for g in groups:
                 g["lr"] = lr_now
             with ctx:
                 out = model(x, labels=y)
@@ -27,24 +47,20 @@ def _loop(divide=True, clip_first=False, zero_every=False, count_from=1, add_aux
             scaler.scale(loss).backward()
             if zero_every and step % accumulation_steps:
                 optimizer.zero_grad(set_to_none=True)
-            if step % accumulation_steps == 0:
-                if clip_first:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                    scaler.unscale_(optimizer)
-                else:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                if scaler_step:
-                    scaler.step(optimizer)
-                else:
-                    optimizer.step()
-                scaler.update()
+            counter = step if acc_counter == "local" else epoch * iters + step
+            if counter % accumulation_steps == 0:
+                update()
                 optimizer.zero_grad(set_to_none=True)
+            elif flush and step == iters:  # the epoch's last, shorter group
+                update()
+                if zero_after_flush:
+                    optimizer.zero_grad(set_to_none=True)
             tokens += int((y != -100).sum())
-            if on_log is not None and (step % log_interval == 0 or step == iters):
+            if on_log is not None and (step % log_interval == 0 or (log_last and step == iters)):
                 shown = loss.item() if log_divided else out.loss.item() + out.aux_loss.item()
+                n = log_interval * int((y != -100).sum()) if tokens_full else tokens
                 on_log(ref.StepLog(epoch, step, iters, shown, out.loss.item(), out.aux_loss.item(),
-                                   lr_now, tokens, 1.0))
+                                   lr if log_base_lr else lr_now, n, 1.0))
                 tokens = 0
             if on_step_end is not None and on_step_end(step):
                 break
@@ -72,4 +88,15 @@ MUTANTS = {
     "scaler_always_on": (_impl(make_scaler=lambda dtype, device_type="cuda": torch.amp.GradScaler(device_type)),
                          "只有 fp16 需要缩放"),
     "autocast_on_float32": (_impl(autocast_context=lambda d, t: torch.autocast(d, dtype=torch.bfloat16)), "nullcontext"),
+    # several epochs, several param groups, the log's lr, the last short log interval, the flush
+    "lr_only_first_param_group": (_impl(train_epoch=_loop(lr_groups="first")), "param_groups[0]"),
+    "lr_restarts_every_epoch": (_impl(train_epoch=_loop(lr_step="epoch")), "又从头开始"),
+    "lr_schedule_length_is_iters": (_impl(train_epoch=_loop(lr_step="iters")), "调度的长度用了 iters"),
+    "logs_base_lr": (_impl(train_epoch=_loop(log_base_lr=True)), "基础学习率"),
+    "last_short_log_interval_not_logged": (_impl(train_epoch=_loop(log_last=False)), "不满 log_interval"),
+    "tokens_assume_full_log_interval": (_impl(train_epoch=_loop(tokens_full=True)), "实际跑过"),
+    "no_flush_at_epoch_end": (_impl(train_epoch=_loop(flush=False)), "凑不满"),
+    "flush_without_zero_grad": (_impl(train_epoch=_loop(zero_after_flush=False)), "末尾那次更新之后没有清空梯度"),
+    "accumulation_counted_across_epochs": (_impl(train_epoch=_loop(acc_counter="global", flush=False)),
+                                           "epoch 内的 step"),
 }

@@ -1,7 +1,9 @@
 """Check for stage 11: get_lr, the autocast ctx, the GradScaler, and train_epoch's contract.
 
 train_epoch is run on a tiny stand-in model whose loss has a known gradient, with an optimiser
-that records what it sees at every step; the learner's loop and the reference loop must agree.
+that records what it sees at every step; the learner's loop and the reference loop must agree --
+in one epoch, and over two epochs of one cosine schedule with two param groups, a last log
+interval shorter than log_interval and an epoch whose last accumulation group is short (flush).
 """
 from __future__ import annotations
 
@@ -40,16 +42,17 @@ class TinyLM(nn.Module):
 
 
 class RecordingSGD(torch.optim.SGD):
-    """SGD that remembers, at each real step, the lr and a copy of every gradient."""
+    """SGD that remembers, at each real step, the lr, a copy of every gradient (in the model's
+    parameter order) and how many micro-steps had run by then (`clock`)."""
 
-    def __init__(self, params, lr=0.1):
+    def __init__(self, params, lr=0.1, order=(), clock=lambda: 0):
         super().__init__(params, lr=lr)
+        self.order, self.clock = list(order), clock
         self.steps: list[dict] = []
 
     def step(self, closure=None):
-        grads = [p.grad.detach().clone() if p.grad is not None else None
-                 for g in self.param_groups for p in g["params"]]
-        self.steps.append({"lr": self.param_groups[0]["lr"], "grads": grads})
+        grads = [p.grad.detach().clone() if p.grad is not None else None for p in self.order]
+        self.steps.append({"lr": self.param_groups[0]["lr"], "grads": grads, "micro": self.clock()})
         return super().step(closure)
 
 
@@ -65,22 +68,29 @@ def _data(n: int, seed: int = 0):
 
 
 def _run(mod, *, steps=6, acc=3, clip=100.0, scaler=None, lr=0.1, total=None, log_interval=2,
-         start_step=0, poison_at=None, aux_weight=0.5, stop_at=None):
+         start_step=0, poison_at=None, aux_weight=0.5, stop_at=None, iters=None, epochs=1, groups=1):
+    """`steps` batches per epoch (after `start_step` skipped ones); iters = start_step + steps."""
+    iters = iters or start_step + steps
     with seeded(7):
         model = TinyLM(aux_weight)
-    opt = RecordingSGD(model.parameters(), lr=lr)
+    lrs, logs = [], []  # lrs: every group's lr at each forward pass
+    if groups == 1:
+        params = model.parameters()
+    else:  # as when parameters without weight decay get a group of their own
+        params = [{"params": [model.embed.weight, model.head.weight, model.head.bias]},
+                  {"params": [model.router]}]
+    opt = RecordingSGD(params, lr=lr, order=model.parameters(), clock=lambda: len(lrs))
     scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
-    data = _data(steps)
-    lrs, logs = [], []
+    data = _data(steps * epochs)
 
-    def loader():
-        for i, batch in enumerate(data):
+    def loader(epoch):
+        for i in range(epoch * steps, (epoch + 1) * steps):
             model.poison = poison_at is not None and i == poison_at
-            yield batch
+            yield data[i]
 
     class LRSpy:
         def __enter__(self):
-            lrs.append(opt.param_groups[0]["lr"])
+            lrs.append(tuple(g["lr"] for g in opt.param_groups))
 
         def __exit__(self, *exc):
             return False
@@ -88,10 +98,11 @@ def _run(mod, *, steps=6, acc=3, clip=100.0, scaler=None, lr=0.1, total=None, lo
     def on_step_end(step):
         return stop_at is not None and step >= stop_at
 
-    last = mod.train_epoch(0, loader(), steps, model, opt, scaler, LRSpy(), lr=lr,
-                           total_steps=total or steps, accumulation_steps=acc, grad_clip=clip,
-                           device="cpu", log_interval=log_interval, start_step=start_step,
-                           on_log=logs.append, on_step_end=on_step_end)
+    for epoch in range(epochs):
+        last = mod.train_epoch(epoch, loader(epoch), iters, model, opt, scaler, LRSpy(), lr=lr,
+                               total_steps=total or epochs * iters, accumulation_steps=acc, grad_clip=clip,
+                               device="cpu", log_interval=log_interval, start_step=start_step if epoch == 0 else 0,
+                               on_log=logs.append, on_step_end=on_step_end)
     return SimpleNamespace(model=model, opt=opt, lrs=lrs, logs=logs, last=last, scaler=scaler)
 
 
@@ -103,6 +114,19 @@ def _last_batch_grads(acc: int = 3):
     out = model(x, labels=y)
     ((out.loss + out.aux_loss) / acc).backward()
     return [p.grad for p in model.parameters()]
+
+
+def _same(a, b, rel_tol=1e-9) -> bool:
+    """Two lists of floats (or of tuples of floats) equal up to rounding."""
+    def flat(xs):
+        return [y for x in xs for y in (x if isinstance(x, tuple) else (x,))]
+    fa, fb = flat(a), flat(b)
+    return len(a) == len(b) and len(fa) == len(fb) and all(
+        math.isclose(x, y, rel_tol=rel_tol, abs_tol=1e-12) for x, y in zip(fa, fb))
+
+
+def _rounded(xs):
+    return [round(x, 5) for x in xs]
 
 
 def _grad_norm(grads):
@@ -148,14 +172,14 @@ def _check_accumulation(impl, ref):
     if n_got != n_ref:
         if n_got == 6:
             fail(f"6 个 micro-step、accumulation_steps=3 时优化器应该只更新 {n_ref} 次，你的更新了 6 次："
-                 f"要在 step % accumulation_steps == 0 时才 step。")
+                 f"要在 step % accumulation_steps == 0（或 epoch 的最后一步 step == iters）时才 step。")
         fail(f"6 个 micro-step、accumulation_steps=3 时优化器应该更新 {n_ref} 次，你的是 {n_got} 次。")
-    if len(m.lrs) != len(r.lrs) or not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(m.lrs, r.lrs)):
-        shifted = [ref.get_lr(t, 6, 0.1) for t in range(0, 6)]
-        if len(m.lrs) == 6 and all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(m.lrs, shifted)):
+    m_lrs, r_lrs = [x[0] for x in m.lrs], [x[0] for x in r.lrs]
+    if not _same(m_lrs, r_lrs):
+        if _same(m_lrs, [ref.get_lr(t, 6, 0.1) for t in range(0, 6)]):
             fail("第一个 micro-step 的学习率是 get_lr(0, …)：step 要从 1 开始数 (enumerate(loader, start=start_step + 1))，"
                  "current_step = epoch * iters + step。")
-        fail(f"前向计算时的学习率不对：应为 {[round(x, 5) for x in r.lrs]}，你的是 {[round(x, 5) for x in m.lrs]}。"
+        fail(f"前向计算时的学习率不对：应为 {_rounded(r_lrs)}，你的是 {_rounded(m_lrs)}。"
              f"每个 micro-step 在前向之前设置 lr = get_lr(epoch * iters + step, total_steps, lr)。")
     router = [i for i, p in enumerate(m.model.parameters()) if p is m.model.router][0]
     for k, (rs, ms) in enumerate(zip(r.opt.steps, m.opt.steps)):
@@ -221,24 +245,109 @@ def _check_inf_skip(impl, ref):
     expect(m.scaler.get_scale() < 1024.0, "出现 inf 梯度后 scaler.update() 应该把 scale 调小：每次更新后都要调用 scaler.update()。")
 
 
-def _check_logging_and_stop(impl, ref):
-    r, m = _run(ref, steps=6, acc=2, log_interval=2), _run(impl, steps=6, acc=2, log_interval=2)
-    expect(len(m.logs) == len(r.logs),
-           f"6 个 micro-step、log_interval=2 时 on_log 应调用 {len(r.logs)} 次，你的是 {len(m.logs)} 次。")
-    for a, b in zip(m.logs, r.logs):
-        expect(a.step == b.step, f"日志的 step 应为 {b.step}，你的是 {a.step}。")
+def _compare_logs(m_logs, r_logs, *, lr: float, acc: int, log_interval: int, where: str) -> None:
+    """The learner's StepLogs against the reference's: when, loss, tokens, lr."""
+    got, want = [(x.epoch, x.step) for x in m_logs], [(x.epoch, x.step) for x in r_logs]
+    if got != want:
+        full_only = [(e, s) for e, s in want if s % log_interval == 0]
+        if got == full_only and full_only != want:
+            fail(f"{where}：最后一段不满 log_interval 步，没有记日志。on_log 应在 (epoch, step) = {want} 调用，"
+                 f"你的是 {got}：条件要写成 step % log_interval == 0 or step == iters，"
+                 f"否则每个 epoch 末尾那几步的 loss 和 tokens 永远不会出现在日志里。")
+        fail(f"{where}：on_log 应在 (epoch, step) = {want} 时调用，你的是 {got}。")
+    for a, b in zip(m_logs, r_logs):
+        at = f"epoch {b.epoch} 第 {b.step} 步的日志"
         if not math.isclose(a.loss, b.loss, rel_tol=1e-4):
-            if math.isclose(a.loss * 2, b.loss, rel_tol=1e-4):
+            if math.isclose(a.loss * acc, b.loss, rel_tol=1e-4):
                 fail("日志里的 loss 是除以 accumulation_steps 之后的值：记录时要乘回去（或记录 out.loss + out.aux_loss），"
                      "否则 loss 曲线会随 accumulation_steps 变化。")
-            fail(f"第 {b.step} 步日志的 loss 应为 {b.loss:.4f}，你的是 {a.loss:.4f}。")
-        expect(a.tokens == b.tokens, f"第 {b.step} 步日志的 tokens 应为 {b.tokens}（不算 -100 的位置），你的是 {a.tokens}。")
+            fail(f"{at}：loss 应为 {b.loss:.4f}，你的是 {a.loss:.4f}。")
+        if a.tokens != b.tokens:
+            if a.tokens == log_interval * BATCH * (SEQ - 1) and b.tokens < a.tokens:
+                fail(f"{at}：tokens 应为 {b.tokens}，你的是 {a.tokens}——按整整 log_interval={log_interval} 步算的。"
+                     f"最后一段不满 log_interval 步，tokens 要数实际跑过的 micro-step 里不是 -100 的位置，"
+                     f"每次记日志后清零。")
+            fail(f"{at}：tokens 应为 {b.tokens}（上次日志以来不是 -100 的位置数），你的是 {a.tokens}。")
+        if not math.isclose(a.lr, b.lr, rel_tol=1e-6):
+            if math.isclose(a.lr, lr, rel_tol=1e-9):
+                fail(f"{at}：StepLog.lr 是传进来的基础学习率 (base lr) {lr}，应为这一步实际用的 "
+                     f"get_lr(epoch * iters + step, total_steps, lr) = {b.lr:.5g}。")
+            fail(f"{at}：StepLog.lr 应为这一步实际用的学习率 {b.lr:.5g}，你的是 {a.lr:.5g}。")
+
+
+def _check_logging_and_stop(impl, ref):
+    r, m = _run(ref, steps=6, acc=2, log_interval=2), _run(impl, steps=6, acc=2, log_interval=2)
+    _compare_logs(m.logs, r.logs, lr=0.1, acc=2, log_interval=2, where="6 个 micro-step、log_interval=2")
     m = _run(impl, steps=6, acc=2, stop_at=3)
     expect(m.last == 3, f"on_step_end(3) 返回 True 时应在第 3 步停下并返回 3，你的返回 {m.last}。")
-    m = _run(impl, steps=4, acc=2, start_step=4, total=8)
-    r = _run(ref, steps=4, acc=2, start_step=4, total=8)
-    expect([round(x, 8) for x in m.lrs] == [round(x, 8) for x in r.lrs],
-           "从 start_step 续训时，step 要从 start_step + 1 接着数（学习率才能接上）。")
+    # resume: 4 of 8 micro-steps done before, the loader yields the other 4
+    m = _run(impl, steps=4, acc=2, start_step=4)
+    r = _run(ref, steps=4, acc=2, start_step=4)
+    expect(_same(m.lrs, r.lrs), "从 start_step 续训时，step 要从 start_step + 1 接着数（学习率才能接上）。")
+
+
+def _check_epochs(impl, ref):
+    """Two epochs of iters=5 micro-steps, accumulation_steps=2, log_interval=3, two param groups:
+    one cosine schedule over 10 micro-steps, a flush at step 5 and a shorter last log interval."""
+    iters, acc, epochs, lr = 5, 2, 2, 0.1
+    total = epochs * iters
+    kw = dict(steps=iters, acc=acc, log_interval=3, epochs=epochs, groups=2, lr=lr)
+    r, m = _run(ref, **kw), _run(impl, **kw)
+    where = f"{epochs} 个 epoch × {iters} 个 micro-step（accumulation_steps={acc}）"
+
+    # 1. the lr of every group at every micro-step: one schedule across both epochs
+    if not _same(m.lrs, r.lrs):
+        first = [x[0] for x in m.lrs]
+        if _same(first, [x[0] for x in r.lrs]):
+            stuck = ", ".join(f"{x:.5g}" for x in sorted({x[1] for x in m.lrs}))
+            fail(f"只设置了 param_groups[0] 的学习率：第 2 组一直停在 {stuck}，第 1 组在按调度变。"
+                 f"要对 optimizer.param_groups 里的每一组都写 group['lr'] = lr_now——优化器可以有多组参数"
+                 f"（比如不做 weight decay 的参数单独一组），每组都要跟着调度走。")
+        steps = [(e, s) for e in range(epochs) for s in range(1, iters + 1)]
+        if _same(first, [ref.get_lr(s, total, lr) for e, s in steps]):
+            fail(f"第 2 个 epoch 的学习率又从头开始了：它的第 1 步用了 get_lr(1, …) = {first[iters]:.5g}，"
+                 f"应为 get_lr(1 * {iters} + 1, …) = {r.lrs[iters][0]:.5g}。"
+                 f"current_step = epoch * iters + step：整个训练只走一遍余弦调度，跨 epoch 累加。")
+        if _same(first, [ref.get_lr(e * iters + s, iters, lr) for e, s in steps]):
+            fail(f"学习率调度的长度用了 iters={iters}（一个 epoch）：T 应为传进来的 total_steps={total}，"
+                 f"即整个训练的 micro-step 数 (epochs * iters)，否则第 2 个 epoch 的学习率会往回涨。")
+        fail(f"{where}：第 1 组的学习率应为 {_rounded([x[0] for x in r.lrs])}，你的是 {_rounded(first)}。")
+
+    # 2. when the optimiser steps: every acc micro-steps and at step == iters (the flush)
+    got, want = [x["micro"] for x in m.opt.steps], [x["micro"] for x in r.opt.steps]
+    if got != want:
+        local = [e * iters + s for e in range(epochs) for s in range(1, iters + 1) if s % acc == 0]
+        glob = [t for t in range(1, total + 1) if t % acc == 0]
+        if got == local:
+            fail(f"每个 epoch 末尾凑不满 accumulation_steps={acc} 个的最后几个 micro-batch 没有更新：优化器应在全局第 "
+                 f"{want} 个 micro-step 后更新，你的是 {got}。条件要写成 step % accumulation_steps == 0 or "
+                 f"step == iters (flush)：否则这几个 micro-batch 的梯度留在 .grad 里，混进下一个 epoch 的第一次更新，"
+                 f"最后一个 epoch 的则直接丢掉。")
+        if got in (glob, sorted(set(glob) | {e * iters for e in range(1, epochs + 1)})):
+            fail(f"累积计数用了跨 epoch 的全局步数 (epoch * iters + step)：优化器应在全局第 {want} 个 micro-step 后更新，"
+                 f"你的是 {got}。累积要用 epoch 内的 step 计数，每个 epoch 从头凑，末尾 step == iters 时把剩下的更新掉。")
+        fail(f"{where}：优化器应在全局第 {want} 个 micro-step 后更新，你的是 {got}。")
+
+    # 3. what each update saw
+    for k, (rs, ms) in enumerate(zip(r.opt.steps, m.opt.steps)):
+        if any(g is None for g in ms["grads"]):
+            fail(f"{where}：第 {k + 1} 次更新时有参数没有梯度。")
+        if all(close(a, b, 1e-5, 1e-4) for a, b in zip(ms["grads"], rs["grads"])):
+            continue
+        prev = r.opt.steps[k - 1]["grads"] if k else None
+        if prev is not None and all(close(a, b + c, 1e-5, 1e-4) for a, b, c in zip(ms["grads"], rs["grads"], prev)):
+            flushed = r.opt.steps[k - 1]["micro"] % iters == 0
+            fail(("epoch 末尾那次更新之后没有清空梯度 (zero_grad)" if flushed else "上一次更新之后没有清空梯度 (zero_grad)")
+                 + f"：第 {k + 1} 次更新看到的梯度 = 这一组 micro-batch 的梯度 + 上一次更新已经用过的梯度。"
+                 f"epoch 末尾的 flush 和平常的更新一样，"
+                 f"scaler.step → scaler.update 之后都要 optimizer.zero_grad(set_to_none=True)。")
+        fail(f"{where}：第 {k + 1} 次更新时的梯度和参考实现不一致（范数 {_grad_norm(ms['grads']):.4g} vs "
+             f"{_grad_norm(rs['grads']):.4g}）。")
+
+    # 4. logs: a shorter last interval at step == iters, with its own tokens and this step's lr
+    _compare_logs(m.logs, r.logs, lr=lr, acc=acc, log_interval=3, where=where + "、log_interval=3")
+    for (pn, a), b in zip(m.model.named_parameters(), r.model.parameters()):
+        expect(close(a, b, 1e-5, 1e-4), f"{where} 后参数 {pn} 和参考实现不一致（最大误差 {max_err(a, b):.3g}）。")
 
 
 def check(impl, ref) -> str:
@@ -248,4 +357,6 @@ def check(impl, ref) -> str:
     _check_clipping(impl, ref)
     _check_inf_skip(impl, ref)
     _check_logging_and_stop(impl, ref)
-    return "get_lr、autocast、GradScaler、梯度累积、先 unscale 再裁剪、inf 跳过、日志与续训计数：全部正确。"
+    _check_epochs(impl, ref)
+    return ("get_lr、autocast、GradScaler、梯度累积、先 unscale 再裁剪、inf 跳过、日志与续训计数、"
+            "跨 epoch 的学习率、每个 param group、epoch 末尾的 flush 与不满一段的日志：全部正确。")

@@ -3,6 +3,8 @@
 One optimiser step = `accumulation_steps` micro-batches: each micro-batch's loss is divided by
 `accumulation_steps` and back-propagated, so the gradients add up to those of one big batch.
 Then: unscale (GradScaler) -> clip -> step -> update the scaler -> zero the gradients.
+An epoch's last micro-batches that do not fill a whole group are flushed at step == iters, so an
+epoch has ceil(iters / accumulation_steps) optimiser steps.
 Lesson: notebooks/11_train_loop.ipynb.  Check: ``python -m workbook check 11``.
 """
 from __future__ import annotations
@@ -32,8 +34,15 @@ def autocast_context(device_type: str, dtype: str):
     """The `ctx` of MiniMind's trainer: where the forward pass runs in lower precision.
 
     float32 -> no autocast (nullcontext); bfloat16 / float16 -> torch.autocast on that device
-    (CPU autocast supports bfloat16 and float16).  Matrix multiplies run in the low dtype,
-    numerically touchy ops (softmax, losses, norms) stay in fp32.
+    (CPU autocast supports bfloat16 and float16).  Parameters stay fp32.  Inside the context:
+    - matmul / linear / bmm / conv / scaled_dot_product_attention run in the low dtype on CPU and CUDA;
+    - ops on the device's fp32 list are computed in fp32, and the lists differ: CUDA's is long
+      (softmax, log_softmax, layer_norm, sum, exp, pow, rsqrt, the losses), CPU's is short (the
+      losses such as cross_entropy / nll_loss / mse_loss, linear algebra, fft);
+    - any other op runs in its input's dtype: on CPU a softmax of a bf16 matmul result is bf16,
+      on CUDA it is fp32.
+    So the MiniMind model casts by hand where precision matters (RMSNorm's x.float(), softmax of
+    scores.float()): those ops then run in fp32 on either device.
     """
     # TODO(learner):
     #   1. an unknown dtype -> ValueError naming it (the keys of DTYPES are the valid ones)
@@ -92,8 +101,14 @@ def train_epoch(
     loader yields (input_ids, labels), each (batch, seq) int64; labels use -100 for ignored
     positions.  `start_step` micro-steps of this epoch were done before (resume): the loader
     must already skip them, and counting continues from start_step + 1.
-    total_steps: the schedule's length in micro-steps (MiniMind: epochs * iters).
-    on_step_end(step) runs after every micro-step (save, validate, stop); returning True stops.
+    total_steps: the schedule's length in micro-steps (MiniMind: epochs * iters); the lr of
+    micro-step `step` of epoch `epoch` is get_lr(epoch * iters + step, total_steps, lr), set on
+    every param group.
+    The optimiser steps when step % accumulation_steps == 0 or step == iters: the epoch's last
+    micro-batches are flushed, not carried into the next epoch's first step nor dropped.
+    on_log gets a StepLog every log_interval micro-steps and at step == iters (a shorter last
+    interval); on_step_end(step) runs after every micro-step (save, validate, stop); returning
+    True stops.
     """
     # TODO(learner): for step, (input_ids, labels) in enumerate(loader, start=start_step + 1):
     #   1. move both tensors to `device`
@@ -102,10 +117,13 @@ def train_epoch(
     #   3. inside `with ctx:` run model(input_ids, labels=labels) -> out (out.loss, out.aux_loss);
     #      loss = (out.loss + out.aux_loss) / accumulation_steps
     #   4. scaler.scale(loss).backward()
-    #   5. every accumulation_steps micro-steps: scaler.unscale_(optimizer) -> clip_grad_norm_
-    #      -> scaler.step(optimizer) -> scaler.update() -> optimizer.zero_grad(set_to_none=True)
-    #   6. count the tokens that are not -100; every log_interval steps (and at step == iters)
-    #      call on_log(StepLog(...)) with the *undivided* loss, then reset the counters
+    #   5. when step % accumulation_steps == 0 *or step == iters* (flush the epoch's last, shorter
+    #      group: left in .grad it would leak into the next epoch's first step, or be lost):
+    #      scaler.unscale_(optimizer) -> clip_grad_norm_ -> scaler.step(optimizer)
+    #      -> scaler.update() -> optimizer.zero_grad(set_to_none=True)
+    #   6. count the tokens that are not -100; every log_interval steps *and at step == iters*
+    #      (a shorter last interval) call on_log(StepLog(...)) with the *undivided* loss and this
+    #      micro-step's lr, then reset the counters (tokens, time)
     #   7. if on_step_end is given and on_step_end(step) returns True: stop
     #   return the last step
     raise NotImplementedError(

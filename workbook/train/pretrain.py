@@ -346,9 +346,23 @@ def run(argv: list[str] | None = None, status: dict | None = None) -> dict:
     iters = n_rank // args.batch_size if drop_last else math.ceil(n_rank / args.batch_size)  # per rank
     if iters == 0:
         raise ConfigError(f"--batch_size {args.batch_size} 比每个进程分到的样本数 {n_rank} 还大")
+    # The loop steps the optimizer every accumulation_steps micro-steps and once more at the end
+    # of an epoch for a partial group (MiniMind's flush): ceil(iters / acc) updates per epoch.
+    per_epoch = math.ceil(iters / args.accumulation_steps)
+
+    def micro_of_opt_step(k: int) -> int:
+        """The global micro-step after which optimizer step k (from 1) is taken."""
+        e, j = divmod(k - 1, per_epoch)
+        return e * iters + min((j + 1) * args.accumulation_steps, iters)
+
+    def opt_step(epoch: int, step: int) -> int:
+        """Optimizer steps taken after micro-step `step` of `epoch` (the flush counts)."""
+        done = math.ceil(step / args.accumulation_steps) if step == iters else step // args.accumulation_steps
+        return epoch * per_epoch + done
+
     total_steps = args.epochs * iters
     if args.max_steps:
-        total_steps = min(total_steps, args.max_steps * args.accumulation_steps)
+        total_steps = min(total_steps, micro_of_opt_step(args.max_steps))
     status["saved_step"] = start_epoch * iters + start_step if resume is not None else None
     if resume is not None and start_epoch * iters + start_step >= total_steps:
         # a finished run: another step would raise the learning rate again and overwrite
@@ -360,7 +374,7 @@ def run(argv: list[str] | None = None, status: dict | None = None) -> dict:
                   f"--from_weight {args.save_weight} 开始。")
         if info.ddp:
             distributed.cleanup(info)
-        return {"finished_before": True, "steps": (start_epoch * iters + start_step) // args.accumulation_steps}
+        return {"finished_before": True, "steps": opt_step(start_epoch, start_step)}
     if main_process:
         print(f"模型 {n_params:.2f}M 参数 | 数据 {len(train_ds)} 条 | {info.world_size} 个进程 | "
               f"每个 epoch {iters} 个 micro-step | 学习率调度共 {total_steps} 个 micro-step | "
@@ -380,8 +394,6 @@ def run(argv: list[str] | None = None, status: dict | None = None) -> dict:
                disable=args.no_progress or not main_process, dynamic_ncols=True, file=sys.stdout)
     state = {"epoch": start_epoch, "done": False, "t0": time.perf_counter()}
 
-    def opt_step(epoch: int, step: int) -> int:
-        return (epoch * iters + step) // args.accumulation_steps
 
     def on_log(log: loop.StepLog) -> None:
         if info.ddp:  # every rank reaches this at the same step: average the loss, add the tokens
@@ -419,7 +431,7 @@ def run(argv: list[str] | None = None, status: dict | None = None) -> dict:
         bar.update(1)
         epoch = state["epoch"]
         global_micro = epoch * iters + step
-        if step % args.accumulation_steps == 0:
+        if step % args.accumulation_steps == 0 or step == iters:  # an optimizer step was taken
             s = opt_step(epoch, step)
             if main_process and val_ds is not None and args.eval_interval and s % args.eval_interval == 0:
                 v = evaluate(unwrap(model), val_ds, args.batch_size, args.eval_batches, device, ctx)
