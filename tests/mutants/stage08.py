@@ -3,11 +3,13 @@ from types import SimpleNamespace
 
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from workbook import _modes
 
 _Ref = _modes.reference_module("model.causal_lm").MiniMindForCausalLM
+_Backbone = _modes.reference_module("model.minimind").MiniMindModel
 
 
 def _model(**attrs):
@@ -17,6 +19,29 @@ def _model(**attrs):
 def _untied_init(self, config=None):
     _Ref.__init__(self, config)
     self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+
+def _reversed_tie_init(self, config=None):
+    config.tie_word_embeddings = True
+    PreTrainedModel.__init__(self, config)
+    self.model = _Backbone(config)
+    self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+    # the tie written the wrong way round: the shared matrix keeps nn.Embedding's N(0, 1)
+    self.lm_head.weight = self.model.embed_tokens.weight
+    self.post_init()
+
+
+def _zero_head_init(self, config=None):
+    # "zero-init the output layer", a trick from other code bases; tied, it zeros the embedding too
+    _Ref.__init__(self, config)
+    nn.init.zeros_(self.lm_head.weight)
+
+
+def _embedding_redrawn(self, module):
+    # an _init_weights that "initialises the embedding the usual way": N(0, 1), on the shared matrix
+    _Ref._init_weights(self, module)
+    if isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight)
 
 
 def _forward(self, input_ids=None, attention_mask=None, labels=None, past_key_values=None,
@@ -64,5 +89,11 @@ MUTANTS = {
                                 "分母"),
     "logits_to_keep_ignored": (_model(forward=_v(loss_fn=_shifted, keep=False)), "logits_to_keep=1 被忽略"),
     "no_aux_loss": (_model(forward=_v(loss_fn=_shifted, aux=False)), "aux_loss"),
+    # initialisation (the fresh model, before any reference weight is loaded)
+    "reversed_tie": (_model(__init__=_reversed_tie_init), "绑反了方向"),
+    "head_zero_init": (_model(__init__=_zero_head_init), "全是 0"),
+    "init_weights_skipped": (_model(_init_weights=lambda self, module: None), "RoPE 缓冲区 freqs_cos"),
+    "init_weights_embedding_n01": (_model(_init_weights=_embedding_redrawn), "是你的 _init_weights 重新初始化了它"),
+    "init_weights_hf_default": (_model(_init_weights=PreTrainedModel._init_weights), "N(0, 0.02)"),
     "cache_not_passed": (_model(forward=_v(loss_fn=_shifted, pass_cache=False)), "use_cache=True"),
 }

@@ -1,13 +1,18 @@
 """Check for stage 08: MiniMindForCausalLM (tied head, logits_to_keep, shifted loss, HF round trip).
 
-The learner's model loads a MiniMind-layout fp16 .pth (every key, the tied pair stored twice)
-strictly, then logits, logits_to_keep, the loss and aux_loss are compared with the reference;
-save_pretrained/from_pretrained, the Auto classes and greedy generate() (with and without the
-KV cache, against a hand-written argmax loop) are exercised on a tiny config.
+First the learner's *own* initialisation, before any reference weight is loaded: every
+parameter's spread must match a fresh reference build of the same config, and the fresh model
+must start near ln(vocab) on random tokens (a reversed tie, or an `_init_weights` that redraws
+weights, shows only here).  Then the model loads a MiniMind-layout fp16 .pth (every key, the tied
+pair stored twice) strictly, and logits, logits_to_keep, the loss and aux_loss are compared with
+the reference; save_pretrained/from_pretrained (RoPE buffers included), the Auto classes and
+greedy generate() (with and without the KV cache, against a hand-written argmax loop) are
+exercised on a tiny config.
 """
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 from pathlib import Path
 
@@ -27,12 +32,147 @@ def _build(impl, cfg, seed=0):
             fail(f"MiniMindForCausalLM(config) 构造失败：{e}。")
 
 
+# Initial loss on random tokens (labels = input ids) must lie in [ln V - 0.5, ln V + 1.0].
+# Measured for the reference (excess over ln V): this small config (V = 64, 4 x 32 tokens),
+# 20 seeds: +0.07 .. +0.29 (mean +0.16); the default MiniMind2 size (V = 6400, 2 x 64 tokens),
+# 5 seeds: +0.09 .. +0.24.  A reversed tie gives 33 here (474 at the default size).
+INIT_LOSS_BELOW, INIT_LOSS_ABOVE = 0.5, 1.0
+# A fresh parameter's std must be within this factor of the reference's: the smallest tensor
+# (k_proj, 512 values) has a sampling error of ~2 %, an init twice too wide is off by 2x.
+INIT_STD_FACTOR = 1.25
+TIED_KEYS = ("model.embed_tokens.weight", "lm_head.weight")
+
+
+def _stats(model) -> dict[str, tuple[float, float, bool]]:
+    """(std, mean, all finite) of every floating state_dict entry of a freshly built model."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            t = v.detach().double()
+            out[k] = (t.std().item() if t.numel() > 1 else 0.0, t.mean().item(), bool(torch.isfinite(t).all()))
+    return out
+
+
+def _stats_differ(got, want) -> bool:
+    (std, mean, finite), (r_std, r_mean, _) = got, want
+    if not finite:
+        return True
+    if r_std < 1e-8:  # a constant (RMSNorm weights start at 1)
+        return std > 1e-6 or abs(mean - r_mean) > 1e-6
+    return (not r_std / INIT_STD_FACTOR <= std <= r_std * INIT_STD_FACTOR
+            or abs(mean - r_mean) > 0.25 * r_std)
+
+
+def _built_without_init_weights(impl, cfg):
+    """The learner's model with a no-op _init_weights: what __init__ alone gives (or None)."""
+    cls = impl.MiniMindForCausalLM
+    bare = type(cls.__name__, (cls,), {"_init_weights": lambda self, module: None})
+    with seeded(0):
+        try:
+            return bare(cfg)
+        except Exception:  # only a diagnostic aid: the real build already worked
+            return None
+
+
+def _init_loss(model, cfg) -> float:
+    """Loss of a fresh model on random tokens (labels = input ids), in eval mode."""
+    with seeded(11):
+        ids = torch.randint(0, cfg.vocab_size, (4, 32))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(ids, labels=ids)
+    model.train(was_training)
+    loss = getattr(out, "loss", None)
+    expect(isinstance(loss, torch.Tensor) and loss.dim() == 0,
+           f"有 labels 时 loss 应该是 0-d 张量，你的是 {loss!r}。")
+    return float(loss)
+
+
+def _init_loss_line(loss: float, ref_loss: float, cfg) -> str:
+    return (f"新建模型（你自己的初始化）在随机 token 上的初始 loss 是 {loss:.2f}，应接近 ln(vocab_size) = "
+            f"ln {cfg.vocab_size} = {math.log(cfg.vocab_size):.2f}（参考实现 {ref_loss:.2f}）。")
+
+
+def _check_fresh_init(impl, model, ref_model, cfg, loss_note: str) -> None:
+    """Every parameter of the learner's fresh model (nothing loaded yet) against a fresh reference.
+
+    loss_note: a line on the fresh model's initial loss, added to a diagnostic ("" if it is fine).
+    """
+    got, want = _stats(model), _stats(ref_model)
+    for key, w in want.items():
+        g = got.get(key)
+        if g is None or not _stats_differ(g, w):
+            continue  # a missing key is named by the strict load below
+        std, mean, finite = g
+        r_std, r_mean, _ = w
+        if not finite:
+            fail(f"新建的模型里 {key} 有 NaN/inf：这个参数从没被初始化 (uninitialised)。torch.empty 只分配内存，"
+                 f"里面是残留的字节；参考实现新建时它的标准差 (std) 是 {r_std:.3g}。建层用 nn.Linear / "
+                 f"nn.Embedding（它们自带初始化）；自己建的 nn.Parameter(torch.empty(...)) 要初始化。")
+        # Who set it: __init__ (the tie, a layer) or _init_weights?  Build once more without the latter.
+        bare = _built_without_init_weights(impl, cfg)
+        by_init_weights = bare is not None and not _stats_differ(_stats(bare).get(key, g), w)
+        culprit = ("是你的 _init_weights 改了它（不调用 _init_weights 时是对的）" if by_init_weights else
+                   "是 __init__（或它建的子模块）里改的")
+        if r_std < 1e-8:
+            fail(f"新建的模型里 {key} 应该全是 {r_mean:g}（RMSNorm 的 weight 从 1 开始），你的均值是 {mean:.3g}、"
+                 f"标准差 (std) 是 {std:.3g}：{culprit}。")
+        what = f"{key} 初始化的标准差 (std) 是 {std:#.3g}，参考实现是 {r_std:#.3g}（同一个 config 新建、还没加载权重）。"
+        tied = key in TIED_KEYS
+        shared = "\n这个矩阵是 embed_tokens 和 lm_head 共享的：改了一个，另一个也跟着变。" if tied else ""
+        if std == 0.0 and mean == 0.0:
+            where = ("是你的 _init_weights 把它清零了（不调用 _init_weights 时是对的）" if by_init_weights else
+                     "像是用 torch.zeros 建的参数，或者在 __init__ 里把它清零了（nn.init.zeros_）")
+            fail(f"新建的模型里 {key} 全是 0：这个参数没有被初始化，{where}。参考实现新建时它的标准差 (std) 是 "
+                 f"{r_std:.3g}。" + ("全 0 的共享矩阵让每个 token 的嵌入都一样，模型分不出输入的是哪个 token；"
+                                    "它应保留 lm_head 的 nn.Linear 初始化，不要清零。" if tied else "")
+                 + loss_note)
+        if tied and not by_init_weights and 0.8 < std < 1.25:
+            fail(f"{what}\n权重绑反了方向 (weight tying)：你写的像是 self.lm_head.weight = "
+                 f"self.model.embed_tokens.weight，共享的矩阵于是保留了 nn.Embedding 的 N(0, 1) 初始化，"
+                 f"logits 大了约 √(3·hidden) = {math.sqrt(3 * cfg.hidden_size):.1f} 倍，模型一开始就极其自信地乱猜。"
+                 f"{loss_note}\n要写 self.model.embed_tokens.weight = self.lm_head.weight：共享矩阵保留 lm_head 的 "
+                 f"nn.Linear 初始化 U(±1/√hidden)，初始 loss 才 ≈ ln(vocab_size)。")
+        if by_init_weights:
+            if 0.8 < std < 1.25:
+                guess = "像是 N(0, 1)（nn.init.normal_ 没写 std）。"
+            elif 0.015 < std < 0.025:
+                guess = ("像是 N(0, 0.02)：transformers 默认的 _init_weights（删掉已写好的 _init_weights 就会用它），"
+                         "也是 MiniMind-3 的做法。")
+            elif 1.6 < std / r_std < 2.5:
+                guess = f"大了 {std / r_std:.2g} 倍：初始化做了两次，或者多乘了系数？"
+            else:
+                guess = f"是参考实现的 {std / r_std:.2g} 倍。"
+            fail(f"{what}{guess}\n是你的 _init_weights 重新初始化了它（不调用 _init_weights 时是对的）。MiniMind2 "
+                 f"保留 PyTorch 建层时的默认初始化（nn.Linear 是 U(±1/√fan_in)，RMSNorm 是 1）；已写好的 "
+                 f"_init_weights 只重新计算 RoPE 缓冲区，不要在里面重画参数。{shared}{loss_note}")
+        fail(f"{what}\n是在 __init__（或它建的子模块）里初始化错的：建层就用 nn.Linear / nn.Embedding 的默认初始化，"
+             f"不要另外初始化。{shared}{loss_note}")
+
+
+def _init_loss_ok(loss: float, cfg) -> bool:
+    ln_v = math.log(cfg.vocab_size)
+    return ln_v - INIT_LOSS_BELOW <= loss <= ln_v + INIT_LOSS_ABOVE
+
+
+def _check_init_loss(loss: float, cfg, loss_line: str) -> None:
+    """Judged only after the loss itself was found right, so a wrong loss gets its own diagnostic."""
+    if _init_loss_ok(loss, cfg):
+        return
+    ln_v = math.log(cfg.vocab_size)
+    cause = ("偏大：新建模型的 logits 太大，一开始就很自信地猜错。每个参数的初始分布都对，那就看 forward："
+             "是不是给 logits 乘了系数，或者 hidden_states 没有经过最后的 norm？" if loss > ln_v else
+             "偏小：还没训练的模型不该比均匀地猜更准：forward 里 logits 是不是看到了要预测的 token？")
+    fail(f"{loss_line}容许范围是 {ln_v - INIT_LOSS_BELOW:.2f} – {ln_v + INIT_LOSS_ABOVE:.2f}。{cause}")
+
+
 def _pth_round_trip(model, ref_model) -> None:
     """Save the reference like MiniMind does (fp16, every key) and load it strictly."""
     buf = io.BytesIO()
     torch.save({k: v.half() for k, v in ref_model.state_dict().items()}, buf)
     buf.seek(0)
-    sd = torch.load(buf, map_location="cpu")
+    sd = torch.load(buf, map_location="cpu", weights_only=True)
     load_same_weights(model, ref_model, "MiniMindForCausalLM")  # names the keys on a mismatch
     model.load_state_dict(sd, strict=True)
     ref_model.load_state_dict(sd, strict=True)
@@ -61,7 +201,13 @@ def check(impl, ref) -> str:
     n_params, n_ref = sum(p.numel() for p in model.parameters()), sum(p.numel() for p in ref_model.parameters())
     expect(n_params == n_ref, f"参数量应为 {n_ref:,}（共享的矩阵只算一次），你的是 {n_params:,}。")
 
-    # 2. a MiniMind .pth (fp16, tied pair stored twice) loads with strict=True
+    # 2. the learner's own initialisation, before any reference weight is loaded; the initial
+    #    loss is measured now but judged after 5., once the loss itself is known to be right
+    init_loss = _init_loss(model, cfg)
+    loss_line = _init_loss_line(init_loss, _init_loss(ref_model, cfg), cfg)
+    _check_fresh_init(impl, model, ref_model, cfg, "" if _init_loss_ok(init_loss, cfg) else "\n" + loss_line)
+
+    # 3. a MiniMind .pth (fp16, tied pair stored twice) loads with strict=True
     _pth_round_trip(model, ref_model)
     expect(model.lm_head.weight is model.model.embed_tokens.weight,
            "加载 state_dict 之后 lm_head 和 embed_tokens 不再是同一个 Parameter 了。")
@@ -89,7 +235,7 @@ def check(impl, ref) -> str:
         expect(out.hidden_states is not None and tuple(out.hidden_states.shape) == (2, 9, cfg.hidden_size),
                "output.hidden_states 应该是主干的输出 (batch, seq, hidden)。")
 
-        # 3. logits_to_keep
+        # 4. logits_to_keep
         for keep in (1, 3):
             kept = model(ids, logits_to_keep=keep).logits
             if tuple(kept.shape) == (2, 9, VOCAB):
@@ -103,7 +249,7 @@ def check(impl, ref) -> str:
         expect(kept.shape[1] == 2 and close(kept, ref_out.logits[:, idx], atol=1e-4),
                "logits_to_keep 是张量时表示要保留的位置下标：hidden_states[:, logits_to_keep, :]。")
 
-        # 4. the shifted loss with ignore_index = -100
+        # 5. the shifted loss with ignore_index = -100
         try:
             loss = model(ids, labels=labels).loss
         except (IndexError, RuntimeError) as e:
@@ -135,8 +281,9 @@ def check(impl, ref) -> str:
             ], atol=1e-5)
             fail(reason or f"loss 不对：应为 {float(ref_loss):.5f}，你的是 {float(loss):.5f}。"
                            f"loss = cross_entropy(logits[:, :-1], labels[:, 1:], ignore_index=-100)。")
+    _check_init_loss(init_loss, cfg, loss_line)
 
-    # 5. gradients reach the shared matrix; aux_loss of a MoE model
+    # 6. gradients reach the shared matrix; aux_loss of a MoE model
     model.train()
     model.zero_grad()
     model(ids, labels=labels).loss.backward()
@@ -150,7 +297,7 @@ def check(impl, ref) -> str:
     expect(isinstance(maux, torch.Tensor) and close(maux, raux, atol=1e-6),
            f"MoE 模型训练时 output.aux_loss 应为 {float(raux):.6g}（主干返回的第三个值），你的是 {maux!r}。")
 
-    # 6. Hugging Face: save_pretrained / from_pretrained / Auto classes / generate
+    # 7. Hugging Face: save_pretrained / from_pretrained / Auto classes / generate
     from transformers import AutoModelForCausalLM
 
     from transformers.utils import logging as hf_logging
@@ -180,6 +327,15 @@ def _hf_round_trip(model, ids, hf, AutoModelForCausalLM) -> None:
         expect(loaded.lm_head.weight is loaded.model.embed_tokens.weight,
                "from_pretrained 之后 lm_head 和 embed_tokens 没有重新绑定：__init__ 里要绑定权重，"
                "并保留已写好的 _tied_weights_keys。")
+        # from_pretrained builds on the meta device; non-persistent buffers are not in the file
+        for buf in ("freqs_cos", "freqs_sin"):
+            got, want = getattr(loaded.model, buf, None), getattr(model.model, buf, None)
+            if isinstance(want, torch.Tensor) and not (isinstance(got, torch.Tensor) and close(got, want, atol=1e-6)):
+                err = max_err(got, want) if isinstance(got, torch.Tensor) and got.shape == want.shape else float("nan")
+                fail(f"from_pretrained 之后 RoPE 缓冲区 {buf} 的值不对（和新建模型的相比，最大误差 {err:.3g}，应为 0）：像是"
+                     f"从没被计算过 (uninitialised)。from_pretrained 先在 meta 设备 (device='meta') 上建模型，没有数值；"
+                     f"persistent=False 的缓冲区不在文件里，只能由 _init_weights 重新算。已写好的 _init_weights 里"
+                     f"的 cos, sin = module.rope_tables(); module.freqs_cos.copy_(cos) … 不要删掉。")
         with torch.no_grad():
             expect(close(loaded(ids).logits, expected, atol=1e-5),
                    "save_pretrained → from_pretrained 之后 logits 变了：检查 __init__ 的最后是否调用了 self.post_init()，"
