@@ -1,4 +1,4 @@
-"""Learner CLI: ``python -m workbook progress | check ID | hint ID [--level N]``."""
+"""Learner CLI: ``python -m workbook progress | check ID | hint ID [--level N] | grade | export | release``."""
 from __future__ import annotations
 
 import argparse
@@ -16,9 +16,21 @@ def main(argv: list[str] | None = None) -> int:
     p_progress = sub.add_parser("progress", help="每个阶段的状态和下一步")
     p_check = sub.add_parser("check", help="运行某一阶段的检查（通过时退出码 0，否则 1）")
     p_check.add_argument("stage", help="阶段编号，例如 01")
-    for p in (p_progress, p_check):
+    p_grade = sub.add_parser("grade", help="评分：按你自己的文件检查每个阶段，输出表格 / JSON / JUnit / Markdown")
+    p_grade.add_argument("--stages", default="all", help="只评这些阶段，例如 00-05 或 00-08,10（默认全部）")
+    p_grade.add_argument("--json", dest="json_path", metavar="F", help="把结果写成 JSON（schema 见 workbook/grade.py）")
+    p_grade.add_argument("--junit", dest="junit_path", metavar="F", help="把结果写成 JUnit XML（每个阶段一个 testcase）")
+    p_grade.add_argument("--markdown", dest="markdown_path", metavar="F",
+                         help="把结果写成 Markdown 表格（CI 的 job summary，例如 $GITHUB_STEP_SUMMARY）")
+    for p in (p_progress, p_check, p_grade):
         p.add_argument("--timeout", type=float, default=None,
                        help="每个阶段的检查最多运行多少秒（默认 $WORKBOOK_CHECK_TIMEOUT 或 180）")
+        p.add_argument("--reference", metavar="PATH", default=None,
+                       help="参考实现的 solutions/ 目录（课堂发布版里没有它；= 环境变量 WORKBOOK_REFERENCE）")
+    p_gnb = sub.add_parser("grade-notebooks", help="列出评分 JSON 里已通过的阶段的笔记本（给 nbval 用）")
+    p_gnb.add_argument("json_file", help="python -m workbook grade --json 写出的文件")
+    p_release = sub.add_parser("release", help="老师用：写一份不含参考实现的学生版仓库")
+    p_release.add_argument("dir", help="写到这个目录（不存在或为空）")
     p_hint = sub.add_parser("hint", help="显示某一阶段的下一级提示")
     p_hint.add_argument("stage", help="阶段编号，例如 01")
     p_hint.add_argument("--level", type=int, default=None, help="直接显示第 N 级提示")
@@ -37,9 +49,36 @@ def main(argv: list[str] | None = None) -> int:
     p_hf.add_argument("--pth", help="同时另存一份 MiniMind 格式的 .pth（fp16）")
     args = parser.parse_args(argv)
 
+    from . import _modes
     from .checks.runner import CheckInterrupted
 
+    if getattr(args, "reference", None):
+        ref = os.path.abspath(args.reference)
+        if not os.path.isdir(ref):
+            print(f"错误：--reference {args.reference}：不是目录", file=sys.stderr)
+            return 2
+        os.environ[_modes.REFERENCE_ENV] = ref  # the check processes inherit it
+
     try:
+        if args.command == "grade":
+            from .grade import grade, parse_stages, to_text, write_reports
+            results = grade(parse_stages(args.stages), timeout=args.timeout)
+            print(to_text(results))
+            write_reports(results, json_path=args.json_path, junit_path=args.junit_path,
+                          markdown_path=args.markdown_path)
+            if any(r.status == "no_reference" for r in results):
+                return 2
+            return 0 if all(r.done for r in results) else 1
+        if args.command == "grade-notebooks":
+            from .grade import passed_notebooks
+            print(" ".join(passed_notebooks(args.json_file)))
+            return 0
+        if args.command == "release":
+            from .release import write_release
+            dest = write_release(args.dir)
+            print(f"已写出学生版 (classroom release) 到 {dest}：不含 solutions/。评分时用 "
+                  f"python -m workbook grade --reference <solutions 目录>。")
+            return 0
         if args.command == "progress":
             from .progress import results, table
             print(table(results(timeout=args.timeout)))
@@ -49,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             stage = stages.get(args.stage)
             result = run_stages([stage.id], timeout=args.timeout, echo=True)[stage.id]
             print(result.report())
+            if result.status == "no_reference":
+                return 2
             return 0 if result.passed else 1
         if args.command == "export":
             from .export import (ExportRefused, describe_failures, export_package, failing,
@@ -60,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 dest = export_package(args.dir, reference=args.reference, force=args.force,
                                       results=results)
-            except (ExportRefused, FileExistsError) as e:
+            except (ExportRefused, FileExistsError, FileNotFoundError) as e:
                 print(f"没有导出：{e}", file=sys.stderr)
                 return 1
             bad = failing(results or [])

@@ -29,9 +29,25 @@ from pathlib import Path
 from . import stages
 
 ENV_VAR = "WORKBOOK_IMPL"
+REFERENCE_ENV = "WORKBOOK_REFERENCE"  # where the reference lives, when not in ./solutions
 PACKAGE_DIR = Path(__file__).resolve().parent
-SOLUTIONS_DIR = PACKAGE_DIR.parent / "solutions"
+# A classroom release has no solutions/; the teacher's grading job points here instead.
+SOLUTIONS_DIR = Path(os.environ.get(REFERENCE_ENV) or PACKAGE_DIR.parent / "solutions").resolve()
 REF_PACKAGE = "_workbook_reference"
+
+
+class ReferenceMissing(RuntimeError):
+    """The reference implementation is not available (a classroom release without solutions/)."""
+
+
+def reference_available() -> bool:
+    return all((SOLUTIONS_DIR / (m.replace(".", "/") + ".py")).is_file() for m in stages.MODULE_STAGE)
+
+
+def missing_reference_message() -> str:
+    return (f"找不到参考实现 (reference)：{SOLUTIONS_DIR} 不存在或不完整。这像是一份课堂发布版 "
+            f"(classroom release)，里面没有 solutions/；检查要拿它来比较你的代码。老师的评分任务用 "
+            f"--reference PATH 或环境变量 {REFERENCE_ENV}=PATH 指向参考实现的 solutions/ 目录。")
 
 
 class ModeError(ValueError):

@@ -11,6 +11,8 @@ _LABEL = {
     harness.TODO: "✗ 还没写",
     harness.BLOCKED: "· 等前置阶段",
     harness.SOON: "… 编写中",
+    harness.TAMPERED: "✗ 用了参考实现",
+    harness.NO_REFERENCE: "? 缺参考实现",
 }
 
 

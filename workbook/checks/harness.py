@@ -12,6 +12,7 @@ optional one-line summary of what it verified.
 from __future__ import annotations
 
 import importlib
+import os
 import time
 import traceback
 import types
@@ -21,6 +22,9 @@ from pathlib import Path
 from .. import _modes, stages
 
 PASS, FAIL, TODO, BLOCKED, REFERENCE, SOON = "pass", "fail", "todo", "blocked", "reference", "soon"
+TAMPERED = "tampered"  # the learner's file borrows the reference (see checks.tamper)
+NO_REFERENCE = "no_reference"  # nothing to compare with (a classroom release without solutions/)
+STATUSES = (PASS, FAIL, TODO, BLOCKED, REFERENCE, SOON, TAMPERED, NO_REFERENCE)
 
 
 class CheckFailed(AssertionError):
@@ -118,10 +122,24 @@ def run_one(stage: stages.Stage, impl: types.ModuleType | None = None, *,
     mod = check_module(stage)
     if mod is None:
         return Result(stage, SOON, "这一阶段还在编写中 (coming soon)。")
+    if not _modes.reference_available():
+        return Result(stage, NO_REFERENCE, _modes.missing_reference_message())
     on_reference = impl is None and bool(stage.modules) and _modes.uses_reference(stage.id)
+    if impl is None and not on_reference:
+        from . import tamper
+
+        findings = tamper.scan([_modes.PACKAGE_DIR.parent / f for f in stage.files()],
+                               _modes.PACKAGE_DIR.parent)
+        if findings:
+            return Result(stage, TAMPERED, tamper.message(findings))
+    mode_before = (os.environ.get(_modes.ENV_VAR), _modes.reference_stages())
     start = time.perf_counter()
 
     def result(status: str, message: str) -> Result:
+        if (os.environ.get(_modes.ENV_VAR), _modes.reference_stages()) != mode_before:
+            return Result(stage, TAMPERED, "你的代码在运行时改了 WORKBOOK_IMPL 或模式开关 (tamper evidence)："
+                                           "这一阶段不算通过。练习里的代码不要碰这些。",
+                          time.perf_counter() - start)
         return Result(stage, status, message, time.perf_counter() - start)
 
     try:
