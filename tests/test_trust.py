@@ -274,7 +274,7 @@ def test_ctrl_c_during_training_prints_the_resume_command(tmp_path):
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
-        if "step 3/" in line:  # a checkpoint exists at micro-step 2
+        if "micro-step 3/" in line:  # a checkpoint exists at micro-step 2
             break
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
@@ -307,7 +307,7 @@ def test_a_stopped_ddp_rank_ends_every_process_within_the_timeout(tmp_path):
     workers = []
     try:
         for line in proc.stdout:
-            if "step 3/" in line:
+            if "micro-step 3/" in line:
                 break
         workers = _children(proc.pid)
         rank1 = [w for w in workers if b"RANK=1\0" in Path(f"/proc/{w}/environ").read_bytes()]

@@ -234,6 +234,14 @@ def regular_line_share(poems: list[str]) -> float:
     return sum(bool(_REGULAR_LINE.match(ln)) for ln in lines) / max(len(lines), 1)
 
 
+def write_config(config, path: Path) -> None:
+    """The model config as JSON (MiniMindConfig.to_dict), written atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(config.to_dict(), ensure_ascii=False, indent=1, sort_keys=True) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def weights_path(args, config) -> Path:
     """--from_weight: a name in save_dir (MiniMind's convention) or a path to a .pth file."""
     if args.from_weight.endswith(".pth"):
@@ -409,7 +417,7 @@ def run(argv: list[str] | None = None, status: dict | None = None) -> dict:
         history["train"].append((s, log.loss))
         bar.set_postfix(loss=f"{log.loss:.3f}", lr=f"{log.lr:.2e}", tok_s=f"{tok_s:,.0f}")
         if args.no_progress:
-            print(f"epoch {log.epoch + 1} step {log.step}/{log.iters} loss {log.loss:.4f} "
+            print(f"epoch {log.epoch + 1} micro-step {log.step}/{log.iters} (optimizer step {s}) loss {log.loss:.4f} "
                   f"lm {log.lm_loss:.4f} aux {log.aux_loss:.4f} lr {log.lr:.3e} {tok_s:,.0f} tok/s", flush=True)
         if wandb_run is not None:
             wandb_run.log({"loss": log.loss, "lm_loss": log.lm_loss, "aux_loss": log.aux_loss,
@@ -422,6 +430,8 @@ def run(argv: list[str] | None = None, status: dict | None = None) -> dict:
         if not main_process:  # one writer; the other ranks hold identical weights
             return
         save_weights(model, save_dir / f"{name}.pth")
+        # the model's shape beside its weights: export-hf reads it (flags only override)
+        write_config(config, save_dir / f"{name}_config.json")
         save_resume(resume_path, model=model, optimizer=optimizer, scaler=scaler, epoch=epoch,
                     step=step, world_size=info.world_size, config=config.to_dict(),
                     extra={"history": history, "wandb_id": wandb_run.id if wandb_run else None})
@@ -436,7 +446,7 @@ def run(argv: list[str] | None = None, status: dict | None = None) -> dict:
             if main_process and val_ds is not None and args.eval_interval and s % args.eval_interval == 0:
                 v = evaluate(unwrap(model), val_ds, args.batch_size, args.eval_batches, device, ctx)
                 history["val"].append((s, v))
-                bar.write(f"step {s}: validation loss {v:.4f}")
+                bar.write(f"optimizer step {s}: validation loss {v:.4f}")
         if step % args.save_interval == 0:
             save(epoch, step)
         if global_micro >= total_steps:
