@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,15 +103,63 @@ def test_regular_line_share_counts_five_and_seven_character_couplets():
     assert regular_line_share(["《题》某\n晚雨霏霏，风空绕日天。"]) == 0.0  # 4 + 5 characters
 
 
+def read_wandb_records(path):
+    """The protobuf records of an offline run's .wandb file (a leveldb-style log: a 7-byte file
+    header, then 32 KiB blocks of records, each a 7-byte header -- crc, length, type -- and data)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block, pos, pending = Path(path).read_bytes(), 32768, 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 0:
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk  # FULL/FIRST start, MIDDLE/LAST add
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def offline_run(wandb_dir, run_id=None):
+    runs = sorted(Path(wandb_dir).glob("offline-run-*"))
+    if run_id is not None:
+        runs = [r for r in runs if r.name.endswith(run_id)]
+    name, keys, ids = None, set(), set()
+    for run in runs:
+        for record in read_wandb_records(next(run.glob("run-*.wandb"))):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                name = record.run.display_name
+                ids.add(record.run.run_id)
+            elif kind == "history":
+                keys |= {item.key or item.nested_key[0] for item in record.history.item}  # media: nested
+    return runs, name, keys, ids
+
+
 @pytest.mark.slow
-def test_wandb_logs_offline_without_a_login(tmp_path, monkeypatch):
+def test_wandb_logs_the_whole_story_offline_and_a_resume_keeps_the_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in, so offline
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    out = run_py(pretrain_args(tmp_path / "out", "--max_steps", "2", "--accumulation_steps", "1",
-                               "--save_interval", "2", "--log_interval", "1", "--val_path", "",
-                               "--use_wandb"), mode="solutions")
+    monkeypatch.delenv("NETRC", raising=False)
+    val = ["--val_path", SMALL_DATA, "--eval_interval", "2", "--eval_batches", "2", "--samples", "2"]
+    common = ["--accumulation_steps", "1", "--save_interval", "2", "--log_interval", "1", "--use_wandb", *val]
+    out = run_py(pretrain_args(tmp_path / "out", "--max_steps", "2", *common), mode="solutions")
     assert out.returncode == 0, out.stderr[-2000:]
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    runs, name, keys, ids = offline_run(tmp_path / "wandb")
+    assert len(runs) == 1 and len(ids) == 1
+    assert name == "MiniMind-Pretrain-Epoch-1-BatchSize-8-LearningRate-0.0005"
+    assert {"loss", "lm_loss", "aux_loss", "lr", "tokens_per_s", "val_loss", "loss_curve", "samples"} <= keys, keys
+    media = {p.parent.name for p in runs[0].rglob("files/media/*/*")}
+    assert {"images", "table"} <= media
+    # a resumed run continues the same wandb run (the id is kept in the resume file)
+    out = run_py(pretrain_args(tmp_path / "out", "--max_steps", "4", *common, "--from_resume", "1"), mode="solutions")
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs, _, _, ids_after = offline_run(tmp_path / "wandb")
+    assert len(runs) == 2 and ids_after == ids

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--from_resume", type=int, default=0, choices=[0, 1], help="1 = 从 save_dir 里的 resume 文件接着训练")
     a("--use_wandb", action="store_true", help="记录到 wandb（没登录时离线）")
     a("--wandb_project", default="MiniMind-Pretrain", help="wandb 项目名")
+    a("--wandb_run_name", default=None,
+      help="wandb 的运行名；默认按 MiniMind 的方式：MiniMind-Pretrain-Epoch-E-BatchSize-B-LearningRate-LR")
     a("--use_compile", type=int, default=0, choices=[0, 1], help="1 = torch.compile")
     a("--compile", dest="use_compile", action="store_const", const=1, help="= --use_compile 1")
     a("--compile_mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
@@ -214,13 +216,20 @@ def generate_samples(model, tokenizer, prompts, device, max_new_tokens: int = 64
 
 
 def _wandb_logged_in() -> bool:
-    """An API key in the environment or in ~/.netrc (where `wandb login` puts it); no network."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
+    """Ask wandb itself whether credentials are configured (WANDB_API_KEY, its settings file,
+    ~/.netrc or $NETRC, an identity token): no prompt, no check against the server."""
+    import wandb
+
     try:
-        return "api.wandb.ai" in (Path.home() / ".netrc").read_text()
-    except OSError:
+        return bool(wandb.login(verify=False, prompt=False))
+    except Exception:  # a broken settings file must not stop the training
         return False
+
+
+def wandb_run_name(args) -> str:
+    """MiniMind's run name: MiniMind-Pretrain-Epoch-1-BatchSize-32-LearningRate-0.0005."""
+    return args.wandb_run_name or (f"MiniMind-Pretrain-Epoch-{args.epochs}-BatchSize-{args.batch_size}"
+                                   f"-LearningRate-{args.learning_rate}")
 
 
 _HAN = "[\u4e00-\u9fff]"
@@ -393,8 +402,9 @@ def run(argv: list[str] | None = None, status: dict | None = None) -> dict:
         import wandb
         # online only for a logged-in user; WANDB_MODE, when set, decides
         mode = os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
-        wandb_run = wandb.init(project=args.wandb_project, config=vars(args), mode=mode,
-                               id=(resume or {}).get("wandb_id"), resume="allow")
+        # the resume file keeps the run id: a resumed run continues the same wandb run
+        wandb_run = wandb.init(project=args.wandb_project, name=wandb_run_name(args), config=vars(args),
+                               mode=mode, id=(resume or {}).get("wandb_id"), resume="allow")
 
     from tqdm.auto import tqdm
 
@@ -447,6 +457,8 @@ def run(argv: list[str] | None = None, status: dict | None = None) -> dict:
                 v = evaluate(unwrap(model), val_ds, args.batch_size, args.eval_batches, device, ctx)
                 history["val"].append((s, v))
                 bar.write(f"optimizer step {s}: validation loss {v:.4f}")
+                if wandb_run is not None:
+                    wandb_run.log({"val_loss": v}, step=s)
         if step % args.save_interval == 0:
             save(epoch, step)
         if global_micro >= total_steps:
@@ -494,6 +506,16 @@ def run(argv: list[str] | None = None, status: dict | None = None) -> dict:
     (save_dir / f"{name}_summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1),
                                                    encoding="utf-8")
     if wandb_run is not None:
+        import wandb
+
+        final = {"loss_curve": wandb.Image(summary["loss_curve"])}
+        if "val_loss" in summary:
+            final["val_loss"] = summary["val_loss"]
+        if summary.get("samples"):
+            final["samples"] = wandb.Table(columns=["prompt", "sample"],
+                                           data=[[p, s] for p, s in zip(prompts, summary["samples"])])
+            final["regular_line_share"] = summary["regular_line_share"]
+        wandb_run.log(final, step=summary["steps"])
         wandb_run.finish()
     if info.ddp:
         distributed.cleanup(info)
