@@ -1,4 +1,6 @@
 """python -m workbook progress | check | hint."""
+import pytest
+
 from tests.helpers import run_py
 
 
@@ -32,10 +34,12 @@ def test_hint_levels_are_revealed_one_at_a_time(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hints, "STATE_FILE", tmp_path / "state.json")
     first = hints.show("01")
-    assert "第 1/3 级" in first and "提示 1" in first
-    assert "第 2/3 级" in hints.show("01")
-    assert "第 3/3 级" in hints.show("01") and "最后一级" in hints.show("01")
-    assert "第 1/3 级" in hints.show("01", level=1)
+    assert "第 1/4 级" in first and "提示 1" in first
+    assert "第 2/4 级" in hints.show("01")
+    assert "第 3/4 级" in hints.show("01")
+    last = hints.show("01")  # the generated last level: the guided stub's walkthrough
+    assert "第 4/4 级" in last and "逐步提示 (the guided walkthrough)" in last and "最后一级" in last
+    assert "第 1/4 级" in hints.show("01", level=1)
 
 
 def test_hint_cli_bad_level():
@@ -63,3 +67,29 @@ def test_check_piped_into_head_has_no_broken_pipe_traceback():
                          env=env, capture_output=True, timeout=120)
     err = out.stderr.decode("utf-8", errors="replace")
     assert "BrokenPipe" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_progress_reuses_results_until_a_file_they_depend_on_changes(tmp_path):
+    import json
+
+    from tests.helpers import learner_tree, run_in_tree
+
+    tree = learner_tree(tmp_path / "wb")
+    probe = ("import json, sys\nfrom workbook.progress import results\n"
+             "print(json.dumps({r.stage.id: [r.status, r.message] for r in results(use_cache=True)}))\n")
+    first = run_in_tree(tree, ["-c", probe], timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    cache_file = tree / ".workbook" / "check_cache.json"
+    data = json.loads(cache_file.read_text(encoding="utf-8"))
+    assert set(data) == {f"{i:02d}" for i in range(14)}
+    # mark the cached verdicts: a second run that reuses them shows the mark
+    for sid in ("00", "01", "06", "09"):
+        data[sid]["result"]["message"] = f"cached {sid}"
+    cache_file.write_text(json.dumps(data), encoding="utf-8")
+    norm = tree / "workbook" / "model" / "norm.py"
+    norm.write_text(norm.read_text(encoding="utf-8") + "\n# an edit\n", encoding="utf-8")
+    second = json.loads(run_in_tree(tree, ["-c", probe], timeout=900).stdout.strip().splitlines()[-1])
+    assert second["00"] == ["pass", "cached 00"] and second["09"] == ["pass", "cached 09"]  # untouched
+    assert second["01"][1] != "cached 01" and second["06"][1] != "cached 06"  # norm.py and what needs it
+    assert second["01"][0] == second["06"][0] == "pass"

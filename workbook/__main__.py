@@ -14,6 +14,8 @@ def main(argv: list[str] | None = None) -> int:
         description="MiniMind Workbook 学习工具：看进度、跑检查、要提示。")
     sub = parser.add_subparsers(dest="command", required=True)
     p_progress = sub.add_parser("progress", help="每个阶段的状态和下一步")
+    p_progress.add_argument("--no-cache", dest="no_cache", action="store_true",
+                            help="不用缓存：每个阶段都重新检查（默认只重查文件有变化的阶段）")
     p_check = sub.add_parser("check", help="运行某一阶段的检查（通过时退出码 0，否则 1）")
     p_check.add_argument("stage", help="阶段编号，例如 01")
     p_grade = sub.add_parser("grade", help="评分：按你自己的文件检查每个阶段，输出表格 / JSON / JUnit / Markdown")
@@ -34,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     p_hint = sub.add_parser("hint", help="显示某一阶段的下一级提示")
     p_hint.add_argument("stage", help="阶段编号，例如 01")
     p_hint.add_argument("--level", type=int, default=None, help="直接显示第 N 级提示")
+    p_reset = sub.add_parser("reset", help="把某一阶段的文件换成引导级 (guided) 或挑战级 (challenge) 占位（先备份你的代码）")
+    p_reset.add_argument("stage", help="阶段编号，例如 01；all = 全部阶段")
+    p_reset.add_argument("--level", default=None,
+                         help="guided（引导级：逐步提示写在文件里）或 challenge（挑战级：只留签名和文档字符串）；"
+                              "默认沿用这个阶段上次的级别")
     p_export = sub.add_parser("export", help="导出你的包（可安装，带 torchrun 启动脚本）")
     p_export.add_argument("dir", help="导出到这个目录（不存在或为空）")
     p_export.add_argument("--force", action="store_true", help="有阶段没通过也导出")
@@ -41,11 +48,22 @@ def main(argv: list[str] | None = None) -> int:
     p_hf = sub.add_parser("export-hf", help="把训练好的 .pth 权重导出成 Hugging Face 目录")
     p_hf.add_argument("weights", help="MiniMind 格式的 .pth（例如 out/pretrain_512.pth）")
     p_hf.add_argument("out", help="输出目录")
-    p_hf.add_argument("--hidden_size", type=int, default=512)
-    p_hf.add_argument("--num_hidden_layers", type=int, default=8)
-    p_hf.add_argument("--num_attention_heads", type=int, default=8)
-    p_hf.add_argument("--num_key_value_heads", type=int, default=2)
-    p_hf.add_argument("--use_moe", type=int, default=0, choices=[0, 1])
+    p_hf.add_argument("--llama", action="store_true",
+                      help="导出原生 LlamaForCausalLM 目录：不带模型代码，不用 trust_remote_code，"
+                           "vLLM、llama.cpp 等 Llama 工具都认（MoE 模型不行）")
+    p_hf.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
+                      help="safetensors 的精度 (dtype)，默认 float16：训练存下的 .pth 本来就是 float16，"
+                           "导出 float16 一位不差、大小是 float32 的一半；bfloat16 要把每个权重再舍入一次"
+                           "（尾数少 3 位，logits 会变）；float32 数值同 float16、体积翻倍")
+    # None = not given: the model config JSON beside the weights ({stem}_config.json) decides
+    for flag, kind in (("hidden_size", int), ("num_hidden_layers", int), ("num_attention_heads", int),
+                       ("num_key_value_heads", int), ("vocab_size", int), ("intermediate_size", int),
+                       ("rope_theta", float), ("max_position_embeddings", int)):
+        p_hf.add_argument(f"--{flag}", type=kind, default=None,
+                          help="不给时用权重旁边的 *_config.json，没有它就用 MiniMindConfig 的默认值")
+    p_hf.add_argument("--use_moe", type=int, default=None, choices=[0, 1])
+    p_hf.add_argument("--inference_rope_scaling", type=int, default=None, choices=[0, 1],
+                      help="1 = 推理时用 YaRN 把 RoPE 拉长，上下文到训练时的 16 倍")
     p_hf.add_argument("--pth", help="同时另存一份 MiniMind 格式的 .pth（fp16）")
     args = parser.parse_args(argv)
 
@@ -81,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "progress":
             from .progress import results, table
-            print(table(results(timeout=args.timeout)))
+            print(table(results(timeout=args.timeout, use_cache=not args.no_cache)))
             return 0
         if args.command == "check":
             from .checks.runner import run_stages
@@ -113,12 +131,31 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "export-hf":
             from .export import export_hf
-            out = export_hf(args.weights, args.out, pth=args.pth, config_kwargs=dict(
-                hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
-                num_attention_heads=args.num_attention_heads,
-                num_key_value_heads=args.num_key_value_heads, use_moe=bool(args.use_moe)))
-            print(f"已导出 Hugging Face 目录 {out}："
-                  f"AutoModelForCausalLM.from_pretrained('{out}', trust_remote_code=True)")
+            flags = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                     "vocab_size", "intermediate_size", "rope_theta", "max_position_embeddings",
+                     "use_moe", "inference_rope_scaling")
+            given = {k: getattr(args, k) for k in flags}
+            for k in ("use_moe", "inference_rope_scaling"):
+                given[k] = None if given[k] is None else bool(given[k])
+            report: dict = {}
+            out = export_hf(args.weights, args.out, pth=args.pth, config_kwargs=given,
+                            llama=args.llama, dtype=args.dtype, report=report)
+            if report["config_json"]:
+                print(f"模型配置 (config) 取自 {report['config_json']}（命令行参数优先）。")
+            if args.llama:
+                f = report["figures"]
+                print(f"已导出原生 Llama 目录 {out}（{args.dtype}）：与你的模型对比（float32），logits 最大差 "
+                      f"{f['logits_max_abs']:.1e}，RoPE 逆频率 (inv_freq) 相对差 {f['inv_freq_rtol']:.1e}。"
+                      f"AutoModelForCausalLM.from_pretrained('{out}') 直接加载，不要 trust_remote_code。")
+            else:
+                print(f"已导出 Hugging Face 目录 {out}（{args.dtype}）："
+                      f"AutoModelForCausalLM.from_pretrained('{out}', trust_remote_code=True)；"
+                      f"分词器 (tokenizer) 也传 trust_remote_code=True，transformers 5 才不会停下来问。"
+                      f"不要 remote code：加 --llama。")
+            return 0
+        if args.command == "reset":
+            from .levels import reset
+            print(reset(args.stage, args.level))
             return 0
         if args.command == "hint":
             from .hints import show

@@ -56,9 +56,9 @@ def hint(stage_id: str | int, level: int | None = None) -> None:
 
 def progress() -> None:
     """Print every stage's status and the next step (same as ``python -m workbook progress``)."""
-    from .progress import table
+    from .progress import results, table
 
-    print(table())
+    print(table(results(use_cache=True)))
 
 
 def mode() -> str:

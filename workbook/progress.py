@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from . import _modes, stages
 from .checks import harness
+from .levels import recorded as recorded_levels
 
 _LABEL = {
     harness.PASS: "✓ 通过",
@@ -25,16 +26,30 @@ def _pad(text: str, width: int) -> str:
     return text + " " * max(0, width - _width(text))
 
 
-def results(mode: str | None = None, timeout: float | None = None) -> list[harness.Result]:
+def results(mode: str | None = None, timeout: float | None = None,
+            use_cache: bool = False) -> list[harness.Result]:
     """Every stage's Result, checked in a child process (see workbook.checks.runner).
 
     mode: the WORKBOOK_IMPL value to judge (None = this process's mode); a stage served by
     the reference is reported as such without running its check.
+    use_cache: reuse the results of stages whose files have not changed (checks.cache);
+    `progress` does, `export` and `grade` do not.
     """
+    from .checks import cache
     from .checks.runner import run_stages
 
-    got = run_stages([s.id for s in stages.STAGES], mode=mode, timeout=timeout,
-                     run_reference=False)
+    ids = [s.id for s in stages.STAGES]
+    mode = _modes.format_mode(_modes.reference_stages()) if mode is None else mode
+    cached = cache.load(ids, mode) if use_cache else {}
+    unreliable: set[str] = set()
+    got = run_stages(ids, mode=mode, timeout=timeout, run_reference=False, known=cached,
+                     unreliable=unreliable)
+    if use_cache:
+        # a time-out or a crashed check process is not the check's verdict: keep it (and what
+        # it blocked) out of the cache, so the next progress runs them again
+        fresh = {sid: r for sid, r in got.items() if sid not in cached
+                 and not unreliable.intersection(cache.closure(sid))}
+        cache.store(fresh, mode)
     return [got[s.id] for s in stages.STAGES]
 
 
@@ -49,6 +64,9 @@ def table(res: list[harness.Result] | None = None) -> str:
     done = sum(r.done for r in res)
     open_ = [r for r in res if r.status != harness.SOON]
     lines += ["", f"已完成 {done}/{len(open_)} 个开放的阶段。"]
+    challenge = sorted(sid for sid, level in recorded_levels().items() if level == "challenge")
+    if challenge:
+        lines.append(f"挑战级 (challenge) 的阶段：{'、'.join(challenge)}（其余是引导级 (guided)）")
     served = [r.stage.id for r in res if r.status == harness.REFERENCE]
     if served:
         lines.append(f"（{', '.join(served)} 用的是参考实现，不算你完成的阶段。）")

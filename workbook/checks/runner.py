@@ -74,8 +74,9 @@ def _exit_message(returncode: int, output: str) -> str:
 
 
 def run_stages(stage_ids: list[str], *, mode: str | None = None, timeout: float | None = None,
-               prereqs: bool = True, run_reference: bool = True,
-               echo: bool = False) -> dict[str, Result]:
+               prereqs: bool = True, run_reference: bool = True, echo: bool = False,
+               known: dict[str, Result] | None = None,
+               unreliable: set[str] | None = None) -> dict[str, Result]:
     """Check `stage_ids` (and, with prereqs, what they build on) in child processes.
 
     mode: a WORKBOOK_IMPL value for the child ("learner", "solutions:01-03"); None = the mode
@@ -83,6 +84,9 @@ def run_stages(stage_ids: list[str], *, mode: str | None = None, timeout: float 
     timeout: seconds each stage may take (default: $WORKBOOK_CHECK_TIMEOUT or 180).
     run_reference: False = a stage served by the reference counts as such without running.
     echo: print what the child printed (the learner's own print() calls) as it comes.
+    known: results already known (e.g. from the cache); these stages are not run again.
+    unreliable: if given, receives the ids whose result this parent made up (a time-out, a
+        process that died): not the check's own verdict, so not worth caching.
     Returns {stage id: Result} for every stage that was looked at, requested ones included.
     Raises CheckInterrupted on Ctrl-C (after stopping the child).
     """
@@ -90,16 +94,17 @@ def run_stages(stage_ids: list[str], *, mode: str | None = None, timeout: float 
     mode = _modes.format_mode(_modes.reference_stages()) if mode is None else mode
     _modes.parse_mode(mode)  # a bad mode is the caller's error, said once, here
     timeout = default_timeout() if timeout is None else timeout
-    known: dict[str, Result] = {}
+    known = dict(known or {})
+    made_up = set() if unreliable is None else unreliable
     while True:
         done = _run_child(ids, known, mode=mode, timeout=timeout, prereqs=prereqs,
-                          run_reference=run_reference, echo=echo)
+                          run_reference=run_reference, echo=echo, made_up=made_up)
         if done or all(i in known for i in ids):
             return known
 
 
 def _run_child(ids, known: dict[str, Result], *, mode, timeout, prereqs, run_reference,
-               echo) -> bool:
+               echo, made_up: set[str]) -> bool:
     """One child process; fills `known`.  True when the child finished its whole job."""
     job = {"stages": ids, "prereqs": prereqs, "run_reference": run_reference,
            "known": [r.to_dict() for r in known.values()]}
@@ -140,6 +145,7 @@ def _run_child(ids, known: dict[str, Result], *, mode, timeout, prereqs, run_ref
                     _kill(proc)
                     stage = current or _first_open(ids, known)
                     if stage is not None:
+                        made_up.add(stage)
                         known[stage] = Result(stages.get(stage), FAIL, _with_output(
                             f"运行超过 {timeout:g} 秒：死循环？（检查被停止了。）看看循环的退出条件；"
                             f"确实需要更久就设环境变量 {ENV_TIMEOUT}=秒数。", _tail(out_path)),
@@ -179,9 +185,12 @@ def _run_child(ids, known: dict[str, Result], *, mode, timeout, prereqs, run_ref
         if stage is None:
             return True
         known[stage] = Result(stages.get(stage), FAIL, _exit_message(returncode, _tail(out_path)))
+        made_up.add(stage)
         if current is None:  # it died before starting any stage: nothing more to learn
             for sid in ids:
-                known.setdefault(sid, Result(stages.get(sid), FAIL, known[stage].message))
+                if sid not in known:
+                    made_up.add(sid)
+                    known[sid] = Result(stages.get(sid), FAIL, known[stage].message)
             return True
         return False
 
