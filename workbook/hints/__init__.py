@@ -1,8 +1,11 @@
 """Tiered hints, one Markdown file per stage: ``workbook/hints/{id}_{slug}.md``.
 
 Each level starts with a line ``## 提示 N：title``.  Level 1 nudges, the last level all but
-gives the answer.  ``python -m workbook hint 01`` reveals the next unseen level and remembers
-it in ``.workbook/state.json``; ``--level N`` shows one level directly.
+gives the answer.  After the file's levels comes one generated level, the guided walkthrough:
+the ``# TODO(learner)`` steps of the pristine guided stub (``workbook.stubs.walkthrough``), so a
+learner at the challenge level, or one who has overwritten those comments, can still read them.
+``python -m workbook hint 01`` reveals the next unseen level and remembers it in
+``.workbook/state.json``; ``--level N`` shows one level directly.
 """
 from __future__ import annotations
 
@@ -19,16 +22,19 @@ _HEADING = re.compile(r"^## 提示 (\d+)[：:]?(.*)$", re.MULTILINE)
 
 def levels(stage_id: str) -> list[str]:
     """All hint levels of a stage, in order (level 1 first)."""
+    from ..stubs import walkthrough
+
     stage = stages.get(stage_id)
     path = HINTS_DIR / f"{stage.id}_{stage.slug}.md"
-    if not path.is_file():
-        return []
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
     marks = list(_HEADING.finditer(text))
     out = []
     for i, m in enumerate(marks):
         end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
         out.append(text[m.start():end].strip())
+    steps = walkthrough(stage.id)
+    if steps:
+        out.append(f"## 提示 {len(out) + 1}：逐步提示 (the guided walkthrough)\n\n{steps}")
     return out
 
 
