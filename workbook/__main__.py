@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in (p_progress, p_check, p_grade):
         p.add_argument("--timeout", type=float, default=None,
                        help="每个阶段的检查最多运行多少秒（默认 $WORKBOOK_CHECK_TIMEOUT 或 180）")
-        p.add_argument("--reference", metavar="PATH", default=None,
+        p.add_argument("--reference", dest="reference_dir", metavar="PATH", default=None,
                        help="参考实现的 solutions/ 目录（课堂发布版里没有它；= 环境变量 WORKBOOK_REFERENCE）")
     p_gnb = sub.add_parser("grade-notebooks", help="列出评分 JSON 里已通过的阶段的笔记本（给 nbval 用）")
     p_gnb.add_argument("json_file", help="python -m workbook grade --json 写出的文件")
@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     from . import _modes
     from .checks.runner import CheckInterrupted
 
-    if getattr(args, "reference", None):
-        ref = os.path.abspath(args.reference)
+    if getattr(args, "reference_dir", None):
+        ref = os.path.abspath(args.reference_dir)
         if not os.path.isdir(ref):
-            print(f"错误：--reference {args.reference}：不是目录", file=sys.stderr)
+            print(f"错误：--reference {args.reference_dir}：不是目录", file=sys.stderr)
             return 2
         os.environ[_modes.REFERENCE_ENV] = ref  # the check processes inherit it
 
