@@ -140,6 +140,18 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def write_config(config, path: str | os.PathLike) -> Path:
+    """The model config beside its weights, as JSON (config.to_dict()), written atomically."""
+    import json
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(config.to_dict(), ensure_ascii=False, indent=1, sort_keys=True) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain model under DDP (.module) and torch.compile (._orig_mod) wrappers."""
     while True:
