@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p_hf.add_argument("out", help="输出目录")
     p_hf.add_argument("--llama", action="store_true",
                       help="导出原生 LlamaForCausalLM 目录：不带模型代码，不用 trust_remote_code，"
-                           "vLLM、llama.cpp 等 Llama 工具都认（MoE 模型不行）")
+                           "是 vLLM 等 Llama 工具读的格式（MoE 模型不行）")
     p_hf.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
                       help="safetensors 的精度 (dtype)，默认 float16：训练存下的 .pth 本来就是 float16，"
                            "导出 float16 一位不差、大小是 float32 的一半；bfloat16 要把每个权重再舍入一次"
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                        ("rope_theta", float), ("max_position_embeddings", int)):
         p_hf.add_argument(f"--{flag}", type=kind, default=None,
                           help="不给时用权重旁边的 *_config.json，没有它就用 MiniMindConfig 的默认值")
-    p_hf.add_argument("--use_moe", type=int, default=None, choices=[0, 1])
+    p_hf.add_argument("--use_moe", type=int, default=None, choices=[0, 1],
+                      help="1 = 混合专家 (MoE) 模型（只能导出带模型代码的目录，不能加 --llama）")
     p_hf.add_argument("--inference_rope_scaling", type=int, default=None, choices=[0, 1],
                       help="1 = 推理时用 YaRN 把 RoPE 拉长，上下文到训练时的 16 倍")
     p_hf.add_argument("--pth", help="同时另存一份 MiniMind 格式的 .pth（fp16）")
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.llama:
                 f = report["figures"]
                 print(f"已导出原生 Llama 目录 {out}（{args.dtype}）：与你的模型对比（float32），logits 最大差 "
-                      f"{f['logits_max_abs']:.1e}，RoPE 逆频率 (inv_freq) 相对差 {f['inv_freq_rtol']:.1e}。"
+                      f"{f['logits_max_abs']:.1e}（按 {args.dtype} 存下的权重：{f['stored_logits_max_abs']:.1e}），"
+                      f"RoPE 逆频率 (inv_freq) 相对差 {f['inv_freq_rtol']:.1e}。"
                       f"AutoModelForCausalLM.from_pretrained('{out}') 直接加载，不要 trust_remote_code。")
             else:
                 print(f"已导出 Hugging Face 目录 {out}（{args.dtype}）："

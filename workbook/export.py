@@ -7,7 +7,10 @@
 - ``python -m workbook export-hf WEIGHTS.pth OUT``: a Hugging Face folder (safetensors, config
   with ``auto_map``, the modelling code, the tokenizer) that loads with
   ``AutoModelForCausalLM.from_pretrained(OUT, trust_remote_code=True)``, and optionally a
-  MiniMind-layout ``.pth`` (fp16, every key, the tied pair twice).
+  MiniMind-layout ``.pth`` (fp16, every key, the tied pair twice).  With ``--llama``: a native
+  ``LlamaForCausalLM`` folder instead, no remote code (export_llama.py).  The model's shape comes
+  from ``{weights stem}_config.json`` beside the weights when it exists (flags override it);
+  ``--dtype`` sets the stored precision (float16 by default).
 """
 from __future__ import annotations
 
@@ -233,30 +236,109 @@ def remote_code(module_files: dict[str, Path]) -> tuple[str, str]:
     return config, "".join(parts)
 
 
-def export_hf(weights: str | Path, out: str | Path, *, config_kwargs: dict,
-              pth: str | Path | None = None) -> Path:
-    """Load MiniMind-layout weights into the current implementation and write a HF folder."""
+TOKENIZER_DIR = REPO / "data" / "tokenizer"
+# Every exported tokenizer_config.json says this, whatever the source folder holds: a class both
+# transformers 4.x and 5.x know (5.x's own save_pretrained writes "TokenizersBackend", unknown to
+# 4.x), and only the inputs generate() accepts (4.x would add token_type_ids by default).
+TOKENIZER_SETTINGS = {"tokenizer_class": "PreTrainedTokenizerFast",
+                      "model_input_names": ["input_ids", "attention_mask"]}
+CONFIG_SUFFIX = "_config.json"  # pretrain writes {weights stem}_config.json beside the weights
+
+
+def config_beside(weights: str | Path) -> Path:
+    """out/pretrain_512.pth -> out/pretrain_512_config.json (MiniMindConfig.to_dict())."""
+    weights = Path(weights)
+    return weights.with_name(weights.stem + CONFIG_SUFFIX)
+
+
+def model_config_kwargs(weights: str | Path, overrides: dict | None = None) -> tuple[dict, Path | None]:
+    """MiniMindConfig keyword arguments for `weights`, and the config JSON they came from.
+
+    The JSON beside the weights (when it exists) gives every field; each override that is not
+    None replaces one.  An explicit ``inference_rope_scaling`` also drops the saved
+    ``rope_scaling``, so that the config derives it again from the flag.
+    """
+    import inspect
+
     from .config import MiniMindConfig
+
+    fields = {name for name, p in inspect.signature(MiniMindConfig.__init__).parameters.items()
+              if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    path = config_beside(weights)
+    saved: dict = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ValueError(f"模型配置 (config) {path} 不是合法的 JSON：{e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"模型配置 (config) {path} 应该是一个 JSON 对象 (MiniMindConfig.to_dict())")
+        saved = {k: v for k, v in data.items() if k in fields}
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "inference_rope_scaling" in given:
+        saved.pop("rope_scaling", None)
+    return {**saved, **given}, (path if path.is_file() else None)
+
+
+def write_tokenizer(out: str | Path, source: str | Path = TOKENIZER_DIR) -> Path:
+    """Copy the tokenizer into `out` so that it loads in transformers 4.x and 5.x alike.
+
+    The files are copied, not re-saved through transformers (see TOKENIZER_SETTINGS); the
+    config keeps its chat template and special tokens, gets TOKENIZER_SETTINGS and loses any
+    ``auto_map`` (a tokenizer needs no remote code).
+    """
+    out, source = Path(out), Path(source)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / "tokenizer.json", out / "tokenizer.json")
+    config = json.loads((source / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.pop("auto_map", None)
+    config.update(TOKENIZER_SETTINGS)
+    (out / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n",
+                                               encoding="utf-8")
+    return out
+
+
+def export_hf(weights: str | Path, out: str | Path, *, config_kwargs: dict | None = None,
+              pth: str | Path | None = None, llama: bool = False, dtype: str = "float16",
+              report: dict | None = None) -> Path:
+    """Load MiniMind-layout weights into the current implementation and write a HF folder.
+
+    config_kwargs: MiniMindConfig fields; None values mean "not given" (see model_config_kwargs:
+        the config JSON beside the weights fills them).
+    llama: a native LlamaForCausalLM folder (export_llama) instead of the remote-code one.
+    dtype: "float16" | "bfloat16" | "float32", the stored precision of the safetensors.
+    report: filled with what was done (config JSON used, the Llama check's figures).
+    """
+    from .config import MiniMindConfig
+    from .export_llama import DTYPES, export_llama, llama_config
     from .model.causal_lm import MiniMindForCausalLM
     from .train.checkpoint import load_weights, save_weights
 
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype 只能是 {'/'.join(DTYPES)}，不是 {dtype!r}")
+    report = {} if report is None else report
     out = Path(out)
-    config = MiniMindConfig(**config_kwargs)
+    kwargs, report["config_json"] = model_config_kwargs(weights, config_kwargs)
+    config = MiniMindConfig(**kwargs)
+    if llama:
+        llama_config(config)  # a MoE config raises NotALlama here, before the weights are read
     model = MiniMindForCausalLM(config)
     # weights_only load, wrapper prefixes stripped, strict: names any key that does not fit
     load_weights(model, weights)
-    config.auto_map = {"AutoConfig": "configuration_minimind.MiniMindConfig",
-                       "AutoModelForCausalLM": "modeling_minimind.MiniMindForCausalLM"}
-    model.save_pretrained(out, safe_serialization=True)
-    files = {"config": Path(__import__("workbook.config", fromlist=["x"]).__file__)}
-    for rel in MODEL_MODULES:
-        files[rel] = Path(_modes.impl_module(rel).__file__)
-    conf_src, model_src = remote_code(files)
-    (out / "configuration_minimind.py").write_text(conf_src, encoding="utf-8")
-    (out / "modeling_minimind.py").write_text(model_src, encoding="utf-8")
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(REPO / "data" / "tokenizer").save_pretrained(out)
+    model.eval()
     if pth is not None:
         save_weights(model, pth)
+    if llama:
+        report["figures"] = export_llama(model, out, dtype)
+    else:
+        config.auto_map = {"AutoConfig": "configuration_minimind.MiniMindConfig",
+                           "AutoModelForCausalLM": "modeling_minimind.MiniMindForCausalLM"}
+        model.to(DTYPES[dtype]).save_pretrained(out, safe_serialization=True)
+        files = {"config": Path(__import__("workbook.config", fromlist=["x"]).__file__)}
+        for rel in MODEL_MODULES:
+            files[rel] = Path(_modes.impl_module(rel).__file__)
+        conf_src, model_src = remote_code(files)
+        (out / "configuration_minimind.py").write_text(conf_src, encoding="utf-8")
+        (out / "modeling_minimind.py").write_text(model_src, encoding="utf-8")
+    write_tokenizer(out)
     return out
