@@ -4,16 +4,57 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Every package of the set-up pinned with ==, the build backend (setuptools) included; `make lock`
+# writes it.  Two set-ups months apart install the same versions.
+LOCK   := constraints.txt
 
-.PHONY: setup lab test test-fast clean showcase
+.PHONY: setup lab test test-fast clean showcase lock
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# pip and setuptools first (the pinned pip knows --build-constraint), then the project and its
+# extras, then the kernel "MiniMind Workbook" and JupyterLab's settings (tools/lab.py).
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=23.1"
-	$(PY) -m pip install --quiet -e ".[lab,dev]"
+	$(PY) -m pip install --quiet -c $(LOCK) --upgrade pip setuptools
+	$(PY) -m pip install --quiet -c $(LOCK) --build-constraint $(LOCK) -e ".[lab,dev]"
+	$(PY) tools/lab.py --install
 	@touch $(STAMP)
+
+# Rewrites constraints.txt: a fresh venv in a temporary folder, the set-up's install commands
+# without constraints (so the newest versions pyproject.toml admits), then `pip freeze`.  Local
+# version labels are dropped (torch 2.13.0+cpu -> torch==2.13.0): see the file's header.
+lock:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "在临时目录 $$tmp 里新建 venv，安装最新的可用版本 ……"; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip setuptools; \
+	"$$tmp/venv/bin/python" -m pip install --quiet -e ".[lab,dev]"; \
+	"$$tmp/venv/bin/python" -m pip freeze --all --exclude-editable > "$$tmp/freeze.txt"; \
+	if grep -vqE '^[A-Za-z0-9._-]+==[^ ]+$$' "$$tmp/freeze.txt"; then \
+	    echo "make lock：pip freeze 里有不是 名字==版本 的行："; grep -vE '^[A-Za-z0-9._-]+==[^ ]+$$' "$$tmp/freeze.txt"; exit 1; fi; \
+	torch=$$(grep -i '^torch==' "$$tmp/freeze.txt"); \
+	{ \
+	echo "# Every package of the set-up, pinned: make setup installs with"; \
+	echo "#   pip install -c constraints.txt --upgrade pip setuptools"; \
+	echo "#   pip install -c constraints.txt --build-constraint constraints.txt -e \".[lab,dev]\""; \
+	echo "# so two set-ups months apart get the same versions (the build backend, setuptools, too)."; \
+	echo "#"; \
+	echo "# Written by \`make lock\` (do not edit by hand; after changing pyproject.toml, run it again):"; \
+	echo "# a fresh venv, \`pip install --upgrade pip setuptools\`, \`pip install -e \".[lab,dev]\"\` (the"; \
+	echo "# newest versions pyproject.toml admits), then \`pip freeze --all --exclude-editable\`."; \
+	echo "# Locked on $$(date -u +%Y-%m-%d) with $$("$$tmp/venv/bin/python" -c 'import platform, sys; print(f"Python {platform.python_version()} on {sys.platform} {platform.machine()}")')."; \
+	echo "#"; \
+	echo "# torch is pinned without its local version label: pip freeze wrote $$torch here, the pin"; \
+	echo "# is $${torch%%+*}, which every build of that release meets (the CPU wheel, PyPI's CUDA wheel,"; \
+	echo "# pytorch.org's +cpu and +cuXXX wheels), while $$torch would refuse a CUDA build"; \
+	echo "# on a GPU machine.  Any other local label is dropped the same way."; \
+	echo "# Packages only another platform or the CUDA build needs (nvidia-*, triton: torch pins those"; \
+	echo "# itself) are not listed here and resolve as usual."; \
+	sed -E 's/^([^=]+==[^+]+)[+].*$$/\1/' "$$tmp/freeze.txt"; \
+	} > "$$tmp/constraints.txt"; \
+	mv "$$tmp/constraints.txt" $(LOCK); \
+	echo "已写入 $(LOCK)：$$(grep -vc '^#' $(LOCK)) 个包"
 
 lab: setup
 	$(PY) tools/lab.py $(LAB_ARGS)

@@ -52,7 +52,8 @@ def build(src: Path, dst: Path) -> None:
     nb = {
         "cells": parse(src.read_text(encoding="utf-8")),
         "metadata": {
-            "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+            # the kernel `make setup` registers (tools/lab.py): the project's .venv
+            "kernelspec": {"display_name": "MiniMind Workbook", "language": "python", "name": "minimind-workbook"},
             "language_info": {"name": "python"},
         },
         "nbformat": 4, "nbformat_minor": 5,
