@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p_hf.add_argument("--inference_rope_scaling", type=int, default=None, choices=[0, 1],
                       help="1 = 推理时用 YaRN 把 RoPE 拉长，上下文到训练时的 16 倍")
     p_hf.add_argument("--pth", help="同时另存一份 MiniMind 格式的 .pth（fp16）")
+    from .eval import cli as eval_cli
+    eval_cli.add_arguments(sub.add_parser("eval", help=eval_cli.HELP))
     args = parser.parse_args(argv)
 
     from . import _modes
@@ -159,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             from .levels import reset
             print(reset(args.stage, args.level))
             return 0
+        if args.command == "eval":
+            return eval_cli.run(args)
         if args.command == "hint":
             from .hints import show
             print(show(args.stage, args.level))

@@ -1,4 +1,4 @@
-"""Check a pretraining data file completely before step 1, and name what is wrong.
+"""Check a training data file completely before step 1, and name what is wrong.
 
 Without this, a malformed line in a plain ``.jsonl`` is found only when the DataLoader reads it
 (perhaps hours into the run, and again on every ``--from_resume``), a truncated ``.jsonl.gz``
@@ -12,6 +12,9 @@ raises :class:`DataError` — a ``ValueError`` whose message names the file and 
 - ``.bin`` (see ``workbook.data.packed``): the sidecar ``.bin.json`` is complete and well-typed,
   the file size matches ``num_tokens``, vocab_size / bos_id / eos_id / tokenizer_fingerprint
   agree with the tokenizer given, and every token id is below the vocabulary size.
+- chat data for SFT (:func:`check_chat_data`, ``.jsonl`` / ``.jsonl.gz``): every line is one
+  ``{"conversations": [{"role", "content"}, ...]}`` with known roles, an optional system message
+  first, then user / assistant alternating and ending with the assistant.
 
 It also holds the one parser of a jsonl line (:func:`parse_jsonl_line`, used by the packer too)
 and :func:`tokenizer_fingerprint`, which the packer records in the sidecar.
@@ -60,6 +63,23 @@ def parse_jsonl_line(raw: bytes, path: str | os.PathLike, lineno: int) -> str | 
     """The "text" of one raw jsonl line, or None for a blank line; DataError naming the line."""
     if not raw.strip():  # bytes.strip, as the dataset's line index does
         return None
+    record = decode_json_line(raw, path, lineno)
+    if not isinstance(record, dict):
+        raise DataError(path, f'不是 JSON 对象 (object)，而是 {type(record).__name__}：'
+                              f'每行应该是 {{"text": "..."}}', lineno)
+    if "text" not in record:
+        keys = ", ".join(map(repr, list(record)[:5]))
+        raise DataError(path, f'缺少字段 "text" (missing "text")：这一行的字段是 {keys or "（没有字段）"}',
+                        lineno, field="text")
+    text = record["text"]
+    if not isinstance(text, str):
+        raise DataError(path, f'字段 "text" 不是字符串 (not a string)，而是 {type(text).__name__} '
+                              f"{str(text)[:40]}", lineno, field="text")
+    return text
+
+
+def decode_json_line(raw: bytes, path: str | os.PathLike, lineno: int):
+    """The JSON value of one non-blank raw line; DataError for non-UTF-8 bytes or bad JSON."""
     try:
         # without the line end: a line cut inside a string then reads "Unterminated string"
         line = raw.decode("utf-8").rstrip("\r\n")
@@ -75,18 +95,7 @@ def parse_jsonl_line(raw: bytes, path: str | os.PathLike, lineno: int) -> str | 
             problem = (f"不是合法的 JSON (malformed JSON)，第 {e.colno} 个字符："
                        f"{e.msg.removesuffix(' at')}；这一行开头是 {line[:40]!r}")
         raise DataError(path, problem, lineno) from None
-    if not isinstance(record, dict):
-        raise DataError(path, f'不是 JSON 对象 (object)，而是 {type(record).__name__}：'
-                              f'每行应该是 {{"text": "..."}}', lineno)
-    if "text" not in record:
-        keys = ", ".join(map(repr, list(record)[:5]))
-        raise DataError(path, f'缺少字段 "text" (missing "text")：这一行的字段是 {keys or "（没有字段）"}',
-                        lineno, field="text")
-    text = record["text"]
-    if not isinstance(text, str):
-        raise DataError(path, f'字段 "text" 不是字符串 (not a string)，而是 {type(text).__name__} '
-                              f"{str(text)[:40]}", lineno, field="text")
-    return text
+    return record
 
 
 def _not_utf8(raw: bytes, e: UnicodeDecodeError) -> str:
@@ -135,11 +144,15 @@ def read_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
         raise DataError(path, f"读文件出错 (read error)：{e.strerror or e}，已读到第 {lineno} 行") from None
 
 
-def _parsed_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes, str | None]]:
-    """(line number, raw line, "text" or None if blank); DataError at the first bad line."""
+def _parsed_lines(path: str | os.PathLike, parse=None) -> Iterator[tuple[int, bytes, object]]:
+    """(line number, raw line, parsed value or None if blank); DataError at the first bad line.
+
+    parse(raw, path, lineno): parse_jsonl_line (the default: "text") or parse_chat_line.
+    """
+    parse = parse or parse_jsonl_line
     for lineno, raw in read_jsonl_lines(path):
         try:
-            text = parse_jsonl_line(raw, path, lineno)
+            text = parse(raw, path, lineno)
         except DataError:
             if Path(path).suffix == ".gz":
                 _raise_if_gzip_damaged(path, lineno)
@@ -340,6 +353,119 @@ def check_packed(bin_path: str | os.PathLike, tokenizer=None, vocab_size: int | 
             "seconds": time.perf_counter() - start}
 
 
+# ---- chat (SFT) data --------------------------------------------------------------------------
+
+CHAT_ROLES = ("system", "user", "assistant")
+# Text that the chat template turns into special tokens: inside a message it would cut the
+# conversation in the wrong place (and the labels with it).
+CHAT_MARKERS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+_CHAT_SHAPE = '每行应该是 {"conversations": [{"role": "user", "content": "..."}, ...]}'
+
+
+def parse_chat_line(raw: bytes, path: str | os.PathLike, lineno: int) -> list[dict] | None:
+    """The "conversations" list of one raw jsonl line, or None for a blank line.
+
+    DataError naming the line (and the message, 1-based) when the line is not UTF-8 or not JSON,
+    has no "conversations" list or an empty one, a message is not an object with a string "role"
+    and "content", a role is not system / user / assistant, a system message is not the first,
+    the roles do not alternate user / assistant, or the last message is not the assistant's.
+    """
+    if not raw.strip():
+        return None
+    record = decode_json_line(raw, path, lineno)
+    if not isinstance(record, dict):
+        raise DataError(path, f"不是 JSON 对象 (object)，而是 {type(record).__name__}：{_CHAT_SHAPE}",
+                        lineno)
+    if "conversations" not in record:
+        keys = ", ".join(map(repr, list(record)[:5]))
+        raise DataError(path, f'缺少字段 "conversations" (missing "conversations")：这一行的字段是 '
+                              f'{keys or "（没有字段）"}；{_CHAT_SHAPE}', lineno, field="conversations")
+    conv = record["conversations"]
+    if not isinstance(conv, list):
+        raise DataError(path, f'字段 "conversations" 不是列表 (not a list)，而是 {type(conv).__name__}'
+                              f"：{_CHAT_SHAPE}", lineno, field="conversations")
+    if not conv:
+        raise DataError(path, '"conversations" 是空列表 (empty conversation)：至少要有一条 user 和一条 '
+                              "assistant 消息", lineno, field="conversations")
+    expected = "user"
+    for k, message in enumerate(conv, start=1):
+        where = f"第 {k} 条消息 (message {k})"
+        if not isinstance(message, dict):
+            raise DataError(path, f"{where}不是 JSON 对象 (object)，而是 {type(message).__name__}："
+                                  '应该是 {"role": ..., "content": ...}', lineno)
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str):
+            raise DataError(path, f'{where}没有字符串 "role" (role must be a string)：现在是 '
+                                  f"{type(role).__name__} {str(role)[:20]}", lineno)
+        if role not in CHAT_ROLES:
+            raise DataError(path, f"{where}的角色 {role[:20]!r} 不认识 (unknown role)：只能是 system、"
+                                  "user、assistant", lineno)
+        if not isinstance(content, str):
+            raise DataError(path, f'{where}（{role}）没有字符串 "content" (content must be a string)：'
+                                  f"现在是 {type(content).__name__} {str(content)[:20]}", lineno)
+        marker = next((m for m in CHAT_MARKERS if m in content), None)
+        if marker is not None:
+            raise DataError(path, f"{where}（{role}）的内容里有 {marker}：这是特殊 token (special token) "
+                                  "的文字，套用聊天模板后会把对话从中间切开；把它从内容里去掉", lineno)
+        if role == "system":
+            if k != 1:
+                raise DataError(path, f"{where}是 system：system 消息只能是第 1 条 "
+                                      "(system message must come first)", lineno)
+            continue
+        if role != expected:
+            raise DataError(path, f"角色没有交替 (roles not alternating)：{where}应该是 {expected}，"
+                                  f"却是 {role}；除了开头的 system，必须 user、assistant 轮流", lineno)
+        expected = "assistant" if role == "user" else "user"
+    last = conv[-1]["role"]
+    if last != "assistant":
+        raise DataError(path, f"最后一条消息是 {last}，不是 assistant (must end with an assistant "
+                              "turn)：最后的提问没有回答，训练时学不到东西；删掉它或补上回答", lineno)
+    return conv
+
+
+def check_chat_data(path: str | os.PathLike, tokenizer=None, vocab_size: int | None = None) -> dict:
+    """Check an SFT chat file (``.jsonl`` / ``.jsonl.gz``) completely, streamed, before step 1.
+
+    Every line is blank or one conversation that :func:`parse_chat_line` accepts; a gzip must be
+    complete; at least one conversation.  `tokenizer` and `vocab_size` as in
+    :func:`check_pretrain_data` (the tokenizer's vocabulary must fit the model).
+    Returns: ``{"path", "format", "kind": "chat", "lines", "documents" (= "conversations"),
+        "conversations", "messages", "assistant_turns", "with_system", "tokens" (None), "bytes",
+        "seconds"}``; :func:`describe` turns it into one log line.
+    """
+    start = time.perf_counter()
+    if not str(path).endswith((".jsonl", ".jsonl.gz")):
+        raise DataError(path, "对话数据 (chat data) 要是 .jsonl 或 .jsonl.gz 文件：每行一段对话")
+    if tokenizer is not None and vocab_size is not None:
+        have = backend_of(tokenizer).get_vocab_size()
+        if have > vocab_size:
+            raise DataError(path, f"分词器 (tokenizer) 的词表大小 {have} 比模型的 vocab_size "
+                                  f"{vocab_size} 大：有些 id 嵌入层 (embedding) 放不下")
+    n_lines = n_conv = n_messages = n_turns = n_system = n_bytes = 0
+    for n_lines, raw, conv in _parsed_lines(path, parse_chat_line):
+        n_bytes += len(raw)
+        if conv is None:
+            continue
+        n_conv += 1
+        n_messages += len(conv)
+        n_turns += sum(m["role"] == "assistant" for m in conv)
+        n_system += conv[0]["role"] == "system"
+    if n_conv == 0:
+        raise DataError(path, "文件里没有对话 (no conversations)：文件是空的或只有空行")
+    return {"path": str(path), "format": "jsonl.gz" if str(path).endswith(".gz") else "jsonl",
+            "kind": "chat", "lines": n_lines, "documents": n_conv, "conversations": n_conv,
+            "messages": n_messages, "assistant_turns": n_turns, "with_system": n_system,
+            "tokens": None, "bytes": n_bytes, "seconds": time.perf_counter() - start}
+
+
+def describe_chat(summary: dict) -> str:
+    """One log line for a summary of :func:`check_chat_data`."""
+    return (f"对话数据检查通过 (chat data check passed)：{summary['path']}，"
+            f"{summary['conversations']:,} 段对话 (conversations)，{summary['assistant_turns']:,} 个 "
+            f"assistant 回答，{summary['with_system']:,} 段以 system 消息开头，"
+            f"{summary['bytes'] / 1e6:.1f} MB，{summary['seconds']:.2f} 秒")
+
+
 # ---- entry point ------------------------------------------------------------------------------
 
 def check_pretrain_data(path: str | os.PathLike, tokenizer=None,
@@ -367,7 +493,9 @@ def check_pretrain_data(path: str | os.PathLike, tokenizer=None,
 
 
 def describe(summary: dict) -> str:
-    """One log line for a summary of :func:`check_pretrain_data`."""
+    """One log line for a summary of :func:`check_pretrain_data` (or of :func:`check_chat_data`)."""
+    if summary.get("kind") == "chat":
+        return describe_chat(summary)
     what = f"{summary['documents']:,} 篇文档"
     if summary["tokens"] is not None:
         what += f"，{summary['tokens']:,} 个 token"
@@ -379,5 +507,6 @@ def describe(summary: dict) -> str:
 
 
 __all__ = ["DataError", "check_pretrain_data", "check_jsonl", "check_packed", "describe",
+           "check_chat_data", "describe_chat", "parse_chat_line", "decode_json_line", "CHAT_ROLES",
            "iter_jsonl", "load_sidecar", "parse_jsonl_line", "read_jsonl_lines",
            "tokenizer_fingerprint", "tokenizer_ids", "FINGERPRINT_FIELD"]

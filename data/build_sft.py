@@ -1,0 +1,548 @@
+"""Build the SFT chat data from the poetry corpus: six tasks, a held-out set, the eval prompts.
+
+Reads ``pretrain_poetry_{train,val}.jsonl.gz`` (see data/README.md) and writes
+
+- ``sft_poetry_train.jsonl.gz`` — conversations made from the **train split** only;
+- ``sft_poetry_val.jsonl.gz`` — the same tasks from the **validation split** (validation loss);
+- ``sft_eval_prompts.jsonl`` — the grader's fixed prompts, also from the validation split
+  (``python -m workbook eval MODEL``; see workbook/eval/).
+
+One line = one conversation in MiniMind's chat format,
+``{"conversations": [{"role": "system"|"user"|"assistant", "content": ...}, ...], "task": ...}``
+(MiniMind's loader reads "conversations"; "task" names the task type).  The six tasks
+(workbook/eval/tasks.py): form_poem (a title and a regulated form → a real poem of that form),
+ci (a 词牌 → a real ci of the tune's usual line-length pattern), continue (a form and the first
+couplet → the rest), name_form (a poem → its form or 词牌), give_title (a poem → 《title》),
+multi_turn (a poem or ci, then "再写一首同样体裁的" → another of the same form).  Forms are read from
+the poems' shapes with workbook/eval/forms.py, the rules the grader uses.
+
+Deterministic: every choice comes from ``random.Random`` seeded with a fixed string, the input is
+read in file order, and gzip is written without a timestamp, so a rebuild is byte-identical.
+
+    python data/build_sft.py                 # ~5 s of CPU; prints the counts and token figures
+    python data/build_sft.py --table         # also the 词牌 table (Markdown, as in data/README.md)
+    python data/build_sft.py --out-dir /tmp/sft --no-tokens
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import json
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbook.eval.forms import HAN, SHI_FORMS, clauses, form_of_pattern, pattern_of
+from workbook.eval.tasks import TASKS
+
+HERE = Path(__file__).resolve().parent
+SEED = "minimind-workbook-sft-v1"
+
+# build_corpus.py writes all Tang poems first, then all Song ci; these counts (data/README.md)
+# tell them apart.  A rebuilt corpus with other counts stops the build (see load_split).
+CORPUS = {"train": (75_353, 55_678), "val": (1_447, 1_071)}  # (poems, of which Tang)
+
+# The 词牌 table: a tune is used when the train split has at least CIPAI_MIN_POEMS ci of it and
+# its most common line-length pattern covers at least CIPAI_MIN_SHARE of them.
+CIPAI_MIN_POEMS = 30
+CIPAI_MIN_SHARE = 0.8
+UNKNOWN_TUNE = "失调名"  # "tune name lost": not a 词牌
+
+# A train poem that shares a body line of at least this many characters with a validation poem
+# (the same poem under another title or author) is left out of the training conversations.
+LEAK_MIN_CHARS = 8
+TITLE_RE = re.compile(f"[{HAN}]{{2,12}}")  # titles a request can use: 2–12 characters, no series number
+
+TRAIN_COUNTS = {"form_poem": 6000, "ci": 3000, "continue": 3000, "name_form": 3000,
+                "give_title": 3000, "multi_turn": 2000}
+VAL_COUNTS = {"form_poem": 150, "ci": 80, "continue": 100, "name_form": 90, "give_title": 100,
+              "multi_turn": 60}
+EVAL_PER_TASK = 20
+CI_SHARE = {"name_form": 1 / 3, "multi_turn": 1 / 4}  # the rest of these two tasks are shi
+SYSTEM_EVERY = 8    # about 1 conversation in 8 starts with a system prompt (train and val)
+EVAL_SYSTEM_EVERY = 4  # every 4th eval prompt of a task has one (5 of 20)
+# The order tasks draw their poems in (a poem serves one conversation): the pickiest pools first.
+DRAW_ORDER = ("ci", "form_poem", "multi_turn", "give_title", "continue", "name_form")
+TITLED_TASKS = ("form_poem", "multi_turn", "give_title")  # they need a usable title
+
+CN = {2: "两", 4: "四", 5: "五", 6: "六", 7: "七", 8: "八"}
+
+# ---- the requests -------------------------------------------------------------------------------
+
+FORM_POEM = [
+    "请以《{title}》为题，写一首{form}。",
+    "写一首{form}，题目是《{title}》。",
+    "以《{title}》为题作一首{form}。",
+    "帮我写一首题为《{title}》的{form}。",
+    "我想要一首{form}，题目叫《{title}》。",
+    "请作{form}一首，题为《{title}》。",
+    "题目：《{title}》\n体裁：{form}\n请写出这首诗。",
+    "写一首诗，题目《{title}》，{n}句，每句{chars}个字。",
+]
+CI = [
+    "请按《{tune}》的词牌填一首词。",
+    "用《{tune}》这个词牌写一首词。",
+    "填一首《{tune}》。",
+    "以《{tune}》为调，作词一首。",
+    "请写一阕《{tune}》。",
+    "词牌：{tune}。请填一首词。",
+    "来一首《{tune}》吧。",
+]
+CONTINUE = [
+    "续写这首{form}：\n{first}",
+    "这是一首{form}的第一联，请续写完整：\n{first}",
+    "下面是一首{form}的开头，请接着写完：\n{first}",
+    "以这一联开头，写完一首{form}：\n{first}",
+    "{first}\n这是一首{form}的开头两句，请接着往下写。",
+    "请把这首{form}补完，开头是：\n{first}",
+]
+NAME_FORM = [
+    "下面这首诗是什么体裁？\n{body}",
+    "请判断这首作品的体裁（五言绝句、七言律诗之类；如果是词，说出词牌）：\n{body}",
+    "这首诗词属于哪种体裁？\n{body}",
+    "{body}\n这是什么体裁？",
+    "说出下面作品的体裁：\n{body}",
+]
+GIVE_TITLE = [
+    "给这首诗起个题目：\n{body}",
+    "请为下面这首{form}拟一个题目：\n{body}",
+    "{body}\n请给这首诗加一个标题。",
+    "这首诗应该叫什么题目？\n{body}",
+    "为下面的诗取个题目，用书名号《》括起来：\n{body}",
+]
+AGAIN_SHI = [
+    "再写一首同样体裁的。",
+    "很好。再来一首同样体裁的，题目是《{title}》。",
+    "同样的体裁，换个题目《{title}》再写一首。",
+    "再来一首吧，还是这个体裁。",
+    "再写一首{form}。",
+]
+AGAIN_CI = [
+    "再填一首同样词牌的。",
+    "很好，用同一个词牌再写一首。",
+    "再来一首《{tune}》。",
+]
+# A few fixed system prompts, chosen to fit the poem (shi or ci); none is injected at load time.
+SYSTEM_PROMPTS = {
+    "shi": ["你是一位精通格律的唐代诗人。", "你是古典诗词助手：只写诗词正文，不加解释。",
+            "你是一位耐心的中文古典诗词老师。"],
+    "ci": ["你是一位熟悉各种词牌的宋代词人。", "你是古典诗词助手：只写诗词正文，不加解释。",
+           "你是一位耐心的中文古典诗词老师。"],
+}
+
+
+# ---- the corpus ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Poem:
+    title: str
+    author: str
+    body: str           # the lines joined with "\n", as in the corpus
+    kind: str           # "shi" (全唐诗) or "ci" (宋词)
+    pattern: tuple      # clause lengths
+    form: str | None    # 五言绝句 … 七言律诗 (shi of a regulated shape), else None
+
+    @property
+    def lines(self) -> list[str]:
+        return self.body.split("\n")
+
+
+def parse_text(text: str) -> tuple[str, str, str]:
+    """``"《题目》作者\\n正文"`` -> (title, author, body)."""
+    head, _, body = text.partition("\n")
+    title, _, author = head[1:].partition("》")
+    return title, author, body
+
+
+def load_split(path: Path, split: str) -> list[Poem]:
+    """Every poem of a corpus file, in file order, with its kind, pattern and shi form."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f if line.strip()]
+    total, n_tang = CORPUS[split]
+    if len(texts) != total:
+        raise SystemExit(f"{path}: {len(texts):,} poems, expected {total:,}: the corpus was rebuilt; "
+                         f"update CORPUS in {Path(__file__).name} from build_corpus.py's counts")
+    poems = []
+    for i, text in enumerate(texts):
+        title, author, body = parse_text(text)
+        kind = "shi" if i < n_tang else "ci"
+        pattern = tuple(pattern_of(body))
+        poems.append(Poem(title, author, body, kind, pattern,
+                          form_of_pattern(pattern) if kind == "shi" else None))
+    return poems
+
+
+def cipai_table(ci: list[Poem]) -> dict[str, dict]:
+    """词牌 -> {"pattern", "poems", "share"} for the tunes with a dominant pattern (train split)."""
+    by_tune = collections.defaultdict(collections.Counter)
+    for p in ci:
+        by_tune[p.title][p.pattern] += 1
+    table = {}
+    for tune in sorted(by_tune):
+        counts = by_tune[tune]
+        n = sum(counts.values())
+        # most common pattern; ties go to the smaller tuple, so the choice never depends on order
+        pattern, k = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        if tune != UNKNOWN_TUNE and n >= CIPAI_MIN_POEMS and k / n >= CIPAI_MIN_SHARE:
+            table[tune] = {"pattern": list(pattern), "poems": n, "share": round(k / n, 3)}
+    return table
+
+
+def distinct_tunes(table: dict) -> set[str]:
+    """Tunes whose pattern is no other tune's and no regulated shi's: only these can be named
+    from the shape (鹧鸪天 and 思佳客 share a pattern; 玉楼春 is shaped like a 七言律诗)."""
+    uses = collections.Counter(tuple(t["pattern"]) for t in table.values())
+    return {tune for tune, t in table.items()
+            if uses[tuple(t["pattern"])] == 1 and form_of_pattern(t["pattern"]) is None}
+
+
+def long_lines(poems: list[Poem]) -> set[str]:
+    return {ln for p in poems for ln in p.lines if len("".join(clauses(ln))) >= LEAK_MIN_CHARS}
+
+
+@dataclass
+class Pools:
+    """The poems each task can use, grouped so that draws can be balanced across groups."""
+    shi: dict          # form -> [Poem]: regulated shi, not titled by a 词牌
+    titled: dict       # form -> [Poem]: the same with a title a request can use
+    couplets: dict     # form -> [Poem]: shi written one couplet (two clauses) per line
+    ci: dict           # 词牌 -> [Poem]: ci of a table tune in the tune's pattern
+    ci_distinct: dict  # the same, for tunes whose pattern tells them apart (name_form)
+
+
+def make_pools(poems: list[Poem], table: dict, tunes: set[str], banned_lines: set[str] = frozenset(),
+               banned_titles: set[str] = frozenset()) -> Pools:
+    pools = Pools(*(collections.defaultdict(list) for _ in range(5)))
+    distinct = distinct_tunes(table)
+    for p in poems:
+        if banned_lines and any(ln in banned_lines for ln in p.lines):
+            continue
+        if p.kind == "ci":
+            if p.title in table and list(p.pattern) == table[p.title]["pattern"]:
+                pools.ci[p.title].append(p)
+                if p.title in distinct:
+                    pools.ci_distinct[p.title].append(p)
+            continue
+        if p.form is None or p.title.split(" ")[0] in tunes:  # a Tang ci (菩萨蛮 …) is not shi
+            continue
+        pools.shi[p.form].append(p)
+        if TITLE_RE.fullmatch(p.title) and p.title not in banned_titles:
+            pools.titled[p.form].append(p)
+        if all(len(clauses(ln)) == 2 for ln in p.lines):
+            pools.couplets[p.form].append(p)
+    return pools
+
+
+class Drawer:
+    """Balanced draws without replacement: round-robin over the groups (forms or 词牌), each group
+    shuffled once; a poem drawn by one task is not drawn again by another."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.used: set[int] = set()
+        self._order: dict[int, list] = {}
+
+    def _shuffled(self, items: list) -> list:
+        key = id(items)
+        if key not in self._order:
+            self._order[key] = self.rng.sample(items, len(items))
+        return self._order[key]
+
+    def draw(self, groups: dict, n: int, size: int = 1, caps: dict | None = None) -> list[tuple]:
+        """n draws of `size` poems from one group each (multi_turn pairs: size 2); at most
+        caps[key] draws from a group (the others make up the difference)."""
+        keys = sorted(groups)
+        cursors = dict.fromkeys(keys, 0)
+        taken = dict.fromkeys(keys, 0)
+        out: list[tuple] = []
+        while len(out) < n and keys:
+            for key in list(keys):
+                if caps and caps.get(key) is not None and taken[key] >= caps[key]:
+                    keys.remove(key)
+                    continue
+                items = self._shuffled(groups[key])
+                picked = []
+                while len(picked) < size and cursors[key] < len(items):
+                    p = items[cursors[key]]
+                    cursors[key] += 1
+                    if id(p) not in self.used:
+                        picked.append(p)
+                if len(picked) < size:
+                    keys.remove(key)
+                    continue
+                self.used.update(id(p) for p in picked)
+                taken[key] += 1
+                out.append(tuple(picked))
+                if len(out) == n:
+                    break
+        return out
+
+
+# ---- the conversations --------------------------------------------------------------------------
+
+def shi_form_record(form: str, skip: int = 0) -> dict:
+    n, chars = next(k for k, v in SHI_FORMS.items() if v == form)
+    return {"name": form, "pattern": [chars] * (n - skip), "lines": n - skip, "chars": chars}
+
+
+def ci_form_record(tune: str, pattern) -> dict:
+    return {"name": tune, "pattern": list(pattern), "lines": len(pattern), "chars": None}
+
+
+def form_of(p: Poem) -> dict:
+    return shi_form_record(p.form) if p.kind == "shi" else ci_form_record(p.title, p.pattern)
+
+
+def user(content: str) -> dict:
+    return {"role": "user", "content": content}
+
+
+def assistant(content: str) -> dict:
+    return {"role": "assistant", "content": content}
+
+
+def ask_poem(p: Poem, rng: random.Random) -> str:
+    """The request for poem p: a title and form (shi) or a 词牌 (ci)."""
+    if p.kind == "ci":
+        return rng.choice(CI).format(tune=p.title)
+    n, chars = next(k for k, v in SHI_FORMS.items() if v == p.form)
+    return rng.choice(FORM_POEM).format(title=p.title, form=p.form, n=CN[n], chars=CN[chars])
+
+
+def sample(task: str, poems: tuple, rng: random.Random) -> dict:
+    """One conversation of `task` made from real poems, with what the grader needs to score it."""
+    p = poems[0]
+    rec = {"task": task, "source": [{"title": q.title, "author": q.author} for q in poems]}
+    if task in ("form_poem", "ci"):
+        rec["messages"] = [user(ask_poem(p, rng)), assistant(p.body)]
+        rec.update(form=form_of(p), title=p.title)
+    elif task == "continue":
+        first, rest = p.lines[0], "\n".join(p.lines[1:])
+        rec["messages"] = [user(rng.choice(CONTINUE).format(form=p.form, first=first)),
+                           assistant(rest)]
+        rec.update(form=shi_form_record(p.form, skip=2), first_line=first)
+    elif task == "name_form":
+        name = p.form if p.kind == "shi" else p.title
+        answer = p.form if p.kind == "shi" else f"词，词牌是《{p.title}》"
+        rec["messages"] = [user(rng.choice(NAME_FORM).format(body=p.body)), assistant(answer)]
+        rec.update(form=form_of(p), expected=name)
+    elif task == "give_title":
+        rec["messages"] = [user(rng.choice(GIVE_TITLE).format(body=p.body, form=p.form)),
+                           assistant(f"《{p.title}》")]
+        rec.update(form=form_of(p), expected=p.title)
+    elif task == "multi_turn":
+        q = poems[1]
+        first = ask_poem(p, rng)
+        template = rng.choice(AGAIN_CI if p.kind == "ci" else AGAIN_SHI)
+        again = template.format(title=q.title, form=q.form, tune=q.title)
+        rec["messages"] = [user(first), assistant(p.body), user(again), assistant(q.body)]
+        # the title / 词牌 the second request names, if it names one (for the record only)
+        named = "{title}" in template or "{tune}" in template
+        rec.update(form=form_of(q), title=q.title if named else None)
+    else:
+        raise ValueError(task)
+    rec["system"] = False
+    return rec
+
+
+def add_system(rec: dict, rng: random.Random, kind: str) -> None:
+    rec["messages"].insert(0, {"role": "system", "content": rng.choice(SYSTEM_PROMPTS[kind])})
+    rec["system"] = True
+
+
+def groups_for(task: str, pools: Pools, kind: str) -> tuple[dict, int]:
+    """(the groups to draw from, poems per draw)."""
+    if kind == "ci":
+        return (pools.ci_distinct if task == "name_form" else pools.ci), 2 if task == "multi_turn" else 1
+    return {"form_poem": pools.titled, "continue": pools.couplets, "name_form": pools.shi,
+            "give_title": pools.titled, "multi_turn": pools.titled}[task], (
+        2 if task == "multi_turn" else 1)
+
+
+def kinds_for(task: str, n: int) -> list[tuple[str, int]]:
+    if task == "ci":
+        return [("ci", n)]
+    n_ci = round(n * CI_SHARE.get(task, 0))
+    return [("shi", n - n_ci)] + ([("ci", n_ci)] if n_ci else [])
+
+
+def fair_caps(pools: Pools, counts: dict) -> dict[str, dict]:
+    """task -> {form: most draws} for the forms too scarce to give every titled task its share.
+
+    Titled 五言绝句 are few (2,256 in train): drawn task by task, the first task would take them
+    all.  A scarce form is split among form_poem, multi_turn and give_title in proportion to
+    what each asks of it; the other forms make up the difference.
+    """
+    forms = sorted(pools.titled)
+    per_form = {t: dict(kinds_for(t, counts[t]))["shi"] / len(forms) * (2 if t == "multi_turn" else 1)
+                for t in TITLED_TASKS}
+    caps: dict[str, dict] = {t: {} for t in TITLED_TASKS}
+    for form in forms:
+        scale = len(pools.titled[form]) / sum(per_form.values())
+        if scale < 1:
+            for t in TITLED_TASKS:
+                caps[t][form] = int(per_form[t] * scale) // (2 if t == "multi_turn" else 1)
+    return caps
+
+
+def build_conversations(pools: Pools, counts: dict, seed: str) -> list[dict]:
+    """Conversations of every task from `pools`, shuffled into one deterministic order."""
+    rng = random.Random(seed)
+    drawer = Drawer(rng)
+    caps = fair_caps(pools, counts)
+    out = []
+    for task in DRAW_ORDER:
+        for kind, n in kinds_for(task, counts[task]):
+            groups, size = groups_for(task, pools, kind)
+            draws = drawer.draw(groups, n, size, caps.get(task) if kind == "shi" else None)
+            if len(draws) < n:
+                raise SystemExit(f"{task}/{kind}: only {len(draws)} of {n} poems available")
+            for poems in draws:
+                rec = sample(task, poems, rng)
+                if rng.randrange(SYSTEM_EVERY) == 0:
+                    add_system(rec, rng, kind)
+                out.append(rec)
+    rng.shuffle(out)
+    return out
+
+
+def build_eval(pools: Pools, seed: str) -> list[dict]:
+    """EVAL_PER_TASK prompts per task, balanced over forms / 词牌; interleaved (form_poem-01,
+    ci-01, …, multi_turn-01, form_poem-02, …) so that the first N prompts cover every task."""
+    rng = random.Random(seed)
+    drawer = Drawer(rng)
+    records = []
+    for task in TASKS:
+        recs = []
+        for kind, n in kinds_for(task, EVAL_PER_TASK):
+            groups, size = groups_for(task, pools, kind)
+            draws = drawer.draw(groups, n, size)
+            if len(draws) < n:
+                raise SystemExit(f"eval {task}/{kind}: only {len(draws)} of {n} poems available")
+            recs += [(kind, sample(task, poems, rng)) for poems in draws]
+        for i, (kind, rec) in enumerate(recs):
+            if i % EVAL_SYSTEM_EVERY == EVAL_SYSTEM_EVERY - 1:
+                add_system(rec, rng, kind)
+            reference = rec["messages"].pop()["content"]
+            records.append({"id": f"{task}-{i + 1:02d}", "task": task, "messages": rec["messages"],
+                            "system": rec["system"], "form": rec["form"],
+                            "title": rec.get("title"), "expected": rec.get("expected"),
+                            "first_line": rec.get("first_line"), "reference": reference,
+                            "source": rec["source"]})
+    order = {task: k for k, task in enumerate(TASKS)}
+    return sorted(records, key=lambda r: (int(r["id"].rsplit("-", 1)[1]), order[r["task"]]))
+
+
+# ---- output -------------------------------------------------------------------------------------
+
+def render(messages: list[dict]) -> str:
+    """The shipped tokenizer's chat template (plain ChatML, no default system message)."""
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+
+
+def write_jsonl(path: Path, rows: list[dict], compress: bool) -> None:
+    """Write atomically (path.tmp, then rename); gzip with mtime 0 and no name: byte-identical."""
+    tmp = path.with_name(path.name + ".tmp")
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    with open(tmp, "wb") as raw:
+        if compress:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
+                gz.write(data)
+        else:
+            raw.write(data)
+    os.replace(tmp, path)
+
+
+def token_stats(conversations: list[dict], tokenizer_dir: Path) -> dict:
+    """Tokens of the rendered conversations, and of the assistant replies (+ <|im_end|>\\n = 2)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    full = [len(e.ids) for e in tok.encode_batch([render(c["conversations"]) for c in conversations],
+                                                 add_special_tokens=False)]
+    replies = [m["content"] for c in conversations for m in c["conversations"]
+               if m["role"] == "assistant"]
+    reply_tokens = sum(len(e.ids) + 2 for e in tok.encode_batch(replies, add_special_tokens=False))
+    ordered = sorted(full)
+    return {"tokens": sum(full), "assistant_tokens": reply_tokens, "mean": sum(full) / len(full),
+            "p99": ordered[int(0.99 * (len(ordered) - 1))], "max": ordered[-1]}
+
+
+def build(corpus_dir: Path, out_dir: Path, tokens: bool = True) -> dict:
+    """Write the three files into out_dir; return the figures data/README.md reports."""
+    start = time.perf_counter()
+    train = load_split(corpus_dir / "pretrain_poetry_train.jsonl.gz", "train")
+    val = load_split(corpus_dir / "pretrain_poetry_val.jsonl.gz", "val")
+    table = cipai_table([p for p in train if p.kind == "ci"])
+    tunes = {name for p in train + val if p.kind == "ci" for name in [p.title, *p.title.split("·")]}
+    held_out = long_lines(val)
+    train_pools = make_pools(train, table, tunes, banned_lines=held_out)
+    left_out = sum(1 for p in train if any(ln in held_out for ln in p.lines))
+    val_pools = make_pools(val, table, tunes)
+    # eval prompts that name a title use only titles that no train poem has
+    eval_pools = make_pools(val, table, tunes, banned_titles={p.title for p in train})
+
+    sets = {
+        "train": [{"conversations": r["messages"], "task": r["task"]}
+                  for r in build_conversations(train_pools, TRAIN_COUNTS, f"{SEED}:train")],
+        "val": [{"conversations": r["messages"], "task": r["task"]}
+                for r in build_conversations(val_pools, VAL_COUNTS, f"{SEED}:val")],
+    }
+    prompts = build_eval(eval_pools, f"{SEED}:eval")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / "sft_poetry_train.jsonl.gz", sets["train"], compress=True)
+    write_jsonl(out_dir / "sft_poetry_val.jsonl.gz", sets["val"], compress=True)
+    write_jsonl(out_dir / "sft_eval_prompts.jsonl", prompts, compress=False)
+
+    figures: dict = {"cipai": table, "left_out_train_poems": left_out, "splits": {}}
+    for split, rows in sets.items():
+        fig = {"conversations": len(rows),
+               "tasks": dict(sorted(collections.Counter(r["task"] for r in rows).items())),
+               "system": sum(r["conversations"][0]["role"] == "system" for r in rows)}
+        if tokens:
+            fig.update(token_stats(rows, corpus_dir / "tokenizer"))
+        figures["splits"][split] = fig
+    figures["eval"] = {"prompts": len(prompts),
+                       "tasks": dict(collections.Counter(r["task"] for r in prompts)),
+                       "system": sum(r["system"] for r in prompts)}
+    figures["seconds"] = time.perf_counter() - start
+    return figures
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus-dir", type=Path, default=HERE,
+                    help="folder with pretrain_poetry_*.jsonl.gz and tokenizer/")
+    ap.add_argument("--out-dir", type=Path, default=HERE)
+    ap.add_argument("--no-tokens", action="store_true", help="skip the token counts")
+    ap.add_argument("--table", action="store_true", help="print the 词牌 table as Markdown")
+    args = ap.parse_args()
+    fig = build(args.corpus_dir, args.out_dir, tokens=not args.no_tokens)
+    print(f"词牌 table: {len(fig['cipai'])} tunes, {sum(t['poems'] for t in fig['cipai'].values()):,} "
+          f"train ci; {fig['left_out_train_poems']} train poems left out (share a line with val)")
+    for split, f in fig["splits"].items():
+        print(f"[{split}] {f['conversations']:,} conversations, {f['system']:,} with a system "
+              f"prompt; " + ", ".join(f"{k} {v:,}" for k, v in f["tasks"].items()))
+        if "tokens" in f:
+            print(f"  tokens {f['tokens']:,} (assistant {f['assistant_tokens']:,}), per conversation "
+                  f"mean {f['mean']:.1f}, p99 {f['p99']}, max {f['max']}")
+    e = fig["eval"]
+    print(f"[eval] {e['prompts']} prompts, {e['system']} with a system prompt; "
+          + ", ".join(f"{k} {v}" for k, v in e["tasks"].items()))
+    if args.table:
+        distinct = distinct_tunes(fig["cipai"])
+        print("\n| 词牌 | 训练集首数 | 主句式占比 | 句数 | 字数 | 句式（每句字数） | name_form |\n"
+              "|---|---:|---:|---:|---:|---|:-:|")
+        for tune, t in sorted(fig["cipai"].items(), key=lambda kv: (-kv[1]["poems"], kv[0])):
+            print(f"| {tune} | {t['poems']} | {t['share']:.0%} | {len(t['pattern'])} | "
+                  f"{sum(t['pattern'])} | {'-'.join(map(str, t['pattern']))} | "
+                  f"{'✓' if tune in distinct else ''} |")
+    print(f"done in {fig['seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

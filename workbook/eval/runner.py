@@ -1,0 +1,246 @@
+"""Run every eval prompt through a model and grade the answers: :func:`evaluate`.
+
+Each prompt's messages are rendered with the tokenizer's own chat template plus the generation
+prompt ``<|im_start|>assistant\\n`` and continued greedily (deterministic) until ``<|im_end|>`` or
+``max_new_tokens``, by a short decoding loop over the model's KV cache (:func:`decode`; it
+needs only MiniMind's forward, not ``generate()``, and is about twice as fast here on CPU).
+Prompts run in batches of **equal token length**: no padding is ever
+needed, every prompt's tokens sit at the positions they have when it runs alone, and a row that
+has finished cannot influence the others — so a batched run gives the answers of a one-by-one
+run (the tests check it).  Left padding would save a few batches but is not exact here: the
+model has no position ids, so padding shifts RoPE positions and switches attention to its
+masked (slower, differently rounded) path.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .grader import grade_answer
+from .tasks import METRICS, TASKS
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PROMPTS = ROOT / "data" / "sft_eval_prompts.jsonl"
+DEFAULT_TOKENIZER = ROOT / "data" / "tokenizer"
+# The longest reference answer of the shipped prompts is 88 tokens with its <|im_end|> (a ci):
+# 128 leaves room for a correct answer and bounds a runaway one.
+DEFAULT_MAX_NEW_TOKENS = 128
+SAMPLING = {"temperature": 0.8, "top_p": 0.9}  # greedy=False: as the pretrain samples
+
+
+def load_prompts(path: str | Path = DEFAULT_PROMPTS, limit: int | None = None) -> list[dict]:
+    """The prompt records of ``sft_eval_prompts.jsonl`` (the first `limit` of them).
+
+    DataError ("file:line: …") for a line that is not a prompt record: malformed JSON, an unknown
+    "task", "messages" that are not a valid chat ending with a user message, or no "form".
+    """
+    from workbook.data.validate import DataError, decode_json_line, read_jsonl_lines
+
+    records = []
+    for lineno, raw in read_jsonl_lines(path):
+        if not raw.strip():
+            continue
+        rec = decode_json_line(raw, path, lineno)
+        if not isinstance(rec, dict) or rec.get("task") not in TASKS:
+            task = rec.get("task") if isinstance(rec, dict) else None
+            raise DataError(path, f'"task" 是 {task!r}，不是 {", ".join(TASKS)} 之一 (unknown task)', lineno)
+        msgs = rec.get("messages")
+        if (not isinstance(msgs, list) or not msgs or not all(
+                isinstance(m, dict) and isinstance(m.get("content"), str) for m in msgs)
+                or msgs[-1].get("role") != "user"):
+            raise DataError(path, '"messages" 应该是一串 {"role", "content"}，最后一条是 user 的提问', lineno)
+        if not isinstance(rec.get("form"), dict) or not isinstance(rec["form"].get("pattern"), list):
+            raise DataError(path, '缺少 "form" (missing form)：{"name", "pattern", ...}', lineno)
+        rec.setdefault("id", f"{rec['task']}-{lineno}")
+        records.append(rec)
+        if limit is not None and len(records) >= limit:
+            break
+    if not records:
+        raise DataError(path, "没有提示 (no prompts)")
+    return records
+
+
+def _buckets(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped by equal length, at most batch_size each, in (length, index) order."""
+    by_len: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        by_len.setdefault(n, []).append(i)
+    return [idx[k:k + batch_size] for n in sorted(by_len) for idx in [by_len[n]]
+            for k in range(0, len(idx), batch_size)]
+
+
+def decode(model, x, max_new_tokens: int, eos_id: int, greedy: bool = True,
+           generator=None) -> list[list[int]]:
+    """The new tokens of each row of `x` (batch, seq), up to and including its first eos.
+
+    One forward over the prompts, then one token per step through the KV cache
+    (``past_key_values``, ``use_cache=True``, ``logits_to_keep=1``), until every row has written
+    eos or max_new_tokens are reached.  greedy: argmax; otherwise temperature + top-p sampling
+    (SAMPLING) drawn from `generator`.
+    """
+    import torch
+
+    past, inp = None, x
+    finished = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    steps = []
+    for _ in range(max_new_tokens):
+        out = model(input_ids=inp, past_key_values=past, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()  # (batch, vocab)
+        nxt = logits.argmax(-1) if greedy else _sample(logits, generator)
+        nxt = torch.where(finished, torch.full_like(nxt, eos_id), nxt)  # a finished row stays finished
+        steps.append(nxt)
+        finished |= nxt == eos_id
+        if bool(finished.all()):
+            break
+        past, inp = out.past_key_values, nxt[:, None]
+    rows = torch.stack(steps, dim=1).tolist()
+    return [row[:row.index(eos_id) + 1] if eos_id in row else row for row in rows]
+
+
+def _sample(logits, generator):
+    """Temperature, then top-p (nucleus): keep the most likely tokens up to SAMPLING["top_p"]."""
+    import torch
+
+    probs = torch.softmax(logits / SAMPLING["temperature"], dim=-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    drop = sorted_p.cumsum(-1) - sorted_p > SAMPLING["top_p"]  # mass before this token is enough
+    sorted_p = sorted_p.masked_fill(drop, 0.0)
+    pick = torch.multinomial(sorted_p, 1, generator=generator)  # (batch, 1), renormalised inside
+    return order.gather(-1, pick).squeeze(-1)
+
+
+def generate_answers(model, tokenizer, prompts: list[dict], device="cpu",
+                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, greedy: bool = True,
+                     batch_size: int = 16, seed: int = 0, progress=None) -> list[dict]:
+    """[{"answer": str, "stopped": bool, "new_tokens": int}] for each prompt, in order.
+
+    stopped: the model wrote ``<|im_end|>`` (eos) within max_new_tokens; the answer is the text
+    before it, special tokens removed.  Sampling (greedy=False) draws from a generator seeded
+    with `seed`; the global RNG is not touched.
+    """
+    import torch
+
+    from workbook.train.checkpoint import unwrap
+
+    eos = tokenizer.eos_token_id
+    texts = [tokenizer.apply_chat_template(p["messages"], tokenize=False, add_generation_prompt=True)
+             for p in prompts]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    out: list[dict | None] = [None] * len(prompts)
+    net = unwrap(model)
+    was_training = net.training
+    net.eval()
+    generator = None if greedy else torch.Generator(device=device).manual_seed(seed)
+    done = 0
+    try:
+        with torch.no_grad():
+            for batch in _buckets([len(x) for x in ids], batch_size):
+                x = torch.tensor([ids[i] for i in batch], dtype=torch.long, device=device)
+                for row, i in zip(decode(net, x, max_new_tokens, eos, greedy, generator), batch):
+                    stopped = bool(row) and row[-1] == eos
+                    out[i] = {"answer": tokenizer.decode(row[:-1] if stopped else row,
+                                                         skip_special_tokens=True),
+                              "stopped": stopped, "new_tokens": len(row)}
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(prompts))
+    finally:
+        net.train(was_training)
+    return out  # type: ignore[return-value]
+
+
+def rates(graded: list[dict]) -> dict:
+    """Per task and overall: n and the share of True for each metric (None: not graded on it)."""
+    def summarise(rows: list[dict]) -> dict:
+        out: dict = {"n": len(rows)}
+        for metric in METRICS:
+            values = [r[metric] for r in rows if r.get(metric) is not None]
+            out[metric] = sum(map(bool, values)) / len(values) if values else None
+        return out
+
+    tasks = {t: summarise([g for g in graded if g["task"] == t]) for t in TASKS
+             if any(g["task"] == t for g in graded)}
+    return {"tasks": tasks, "overall": summarise(graded)}
+
+
+def evaluate(model, tokenizer, prompts: list[dict], device="cpu",
+             max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, greedy: bool = True,
+             batch_size: int = 16, progress=None) -> dict:
+    """Answer and grade every prompt; returns the report.
+
+    Args:
+        model: a MiniMindForCausalLM (any mode), on `device`.
+        tokenizer: the shipped tokenizer (``AutoTokenizer.from_pretrained("data/tokenizer")``).
+        prompts: records of ``sft_eval_prompts.jsonl`` (:func:`load_prompts`).
+        greedy: True (default) = argmax decoding, the same answers on every run.
+    Returns: ``{"settings": {...}, "tasks": {task: {"n", "pass", "form", "title", "correct",
+        "stopped"}}, "overall": {...}, "answers": [{"id", "task", "answer", "stopped",
+        "new_tokens", "scores"}]}`` — rates in [0, 1], None where a task is not graded on a metric.
+    """
+    start = time.perf_counter()
+    answers = generate_answers(model, tokenizer, prompts, device, max_new_tokens, greedy,
+                               batch_size, progress=progress)
+    rows, graded = [], []
+    for p, a in zip(prompts, answers):
+        scores = grade_answer(p["task"], p, a["answer"], a["stopped"])
+        graded.append(scores)
+        rows.append({"id": p.get("id"), "task": p["task"], **a, "scores": scores})
+    report = {"settings": {"prompts": len(prompts), "max_new_tokens": max_new_tokens,
+                           "greedy": greedy, "batch_size": batch_size,
+                           "seconds": round(time.perf_counter() - start, 2)},
+              **rates(graded), "answers": rows}
+    return report
+
+
+def load_model(weights: str | Path, device="cpu"):
+    """A MiniMindForCausalLM of the current WORKBOOK_IMPL with `weights` loaded (eval mode).
+
+    The shape comes from ``{weights stem}_config.json`` beside the weights (the trainers write
+    it); without that file, MiniMindConfig's defaults.  Returns (model, config path or None).
+    """
+    from workbook.config import MiniMindConfig
+    from workbook.export import model_config_kwargs
+    from workbook.model.causal_lm import MiniMindForCausalLM
+    from workbook.train.checkpoint import load_weights
+
+    kwargs, config_path = model_config_kwargs(weights)
+    model = MiniMindForCausalLM(MiniMindConfig(**kwargs))
+    load_weights(model, weights)
+    return model.to(device).eval(), config_path
+
+
+def load_tokenizer(path: str | Path = DEFAULT_TOKENIZER):
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"找不到分词器目录 (tokenizer) {path}")
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def evaluate_weights(weights: str | Path, prompts: str | Path | list[dict] = DEFAULT_PROMPTS,
+                     limit: int | None = None, device="cpu", tokenizer=None,
+                     json_path: str | Path | None = None, **kwargs) -> dict:
+    """The notebook entry point: load `weights`, evaluate, optionally write the JSON report.
+
+    ``wb_eval.evaluate_weights("out/full_sft_512.pth", limit=30)`` — kwargs go to :func:`evaluate`.
+    """
+    records = load_prompts(prompts, limit) if isinstance(prompts, (str, Path)) else list(prompts)[:limit]
+    model, config_path = load_model(weights, device)
+    report = evaluate(model, tokenizer or load_tokenizer(), records, device, **kwargs)
+    report["settings"].update(weights=str(weights), config=str(config_path) if config_path else None)
+    if json_path is not None:
+        write_report(report, json_path)
+    return report
+
+
+def write_report(report: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+__all__ = ["evaluate", "evaluate_weights", "generate_answers", "decode", "load_prompts", "load_model",
+           "load_tokenizer", "rates", "write_report", "DEFAULT_PROMPTS", "DEFAULT_MAX_NEW_TOKENS"]
