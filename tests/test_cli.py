@@ -2,6 +2,7 @@
 import pytest
 
 from tests.helpers import run_py
+from workbook.stages import STAGES
 
 
 def test_check_fails_on_stub_and_passes_on_reference():
@@ -21,10 +22,10 @@ def test_check_unknown_stage():
 def test_progress_lists_every_stage_and_the_next_step():
     out = run_py(["-m", "workbook", "progress"], mode="solutions:00")
     assert out.returncode == 0, out.stderr
-    for i in range(14):
-        assert f"  {i:02d}  " in out.stdout
+    for stage in STAGES:
+        assert f"  {stage.id}  " in out.stdout
     assert "◇ 参考实现（不算完成）" in out.stdout and "✗ 还没写" in out.stdout
-    assert "已完成 0/14" in out.stdout  # a stage served by the reference is not the learner's work
+    assert f"已完成 0/{len(STAGES)}" in out.stdout  # a stage served by the reference is not the learner's work
     assert "下一步 (next)：打开 notebooks/01_rmsnorm.ipynb" in out.stdout
     assert "python -m workbook check 01" in out.stdout
 
@@ -82,7 +83,7 @@ def test_progress_reuses_results_until_a_file_they_depend_on_changes(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     cache_file = tree / ".workbook" / "check_cache.json"
     data = json.loads(cache_file.read_text(encoding="utf-8"))
-    assert set(data) == {f"{i:02d}" for i in range(14)}
+    assert set(data) == {s.id for s in STAGES}
     # mark the cached verdicts: a second run that reuses them shows the mark
     for sid in ("00", "01", "06", "09"):
         data[sid]["result"]["message"] = f"cached {sid}"

@@ -4,16 +4,17 @@ import json
 import pytest
 
 from tests.helpers import run_py
-from workbook import _modes
+from workbook import _modes, stages
 
-ALL = {f"{i:02d}" for i in range(14)}
+ALL = {s.id for s in stages.STAGES}
+LAST = stages.STAGES[-1].id
 
 
 @pytest.mark.parametrize("value, expected", [
     (None, set()), ("", set()), ("learner", set()), ("solutions", ALL),
     ("solutions:01", {"01"}), ("solutions:1,3", {"01", "03"}),
     ("solutions:01,02,05-08", {"01", "02", "05", "06", "07", "08"}),
-    ("solutions:00-13", ALL),
+    (f"solutions:00-{LAST}", ALL),
 ])
 def test_parse_mode(value, expected):
     assert _modes.parse_mode(value) == expected

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Stage:
-    id: str  # two digits, "00" … "13"
+    id: str  # two digits, "00", "01", …
     slug: str  # file-name part: notebooks/{id}_{slug}.ipynb, workbook/checks/stage{id}.py
     title: str  # short Chinese title with the English term
     modules: tuple[str, ...] = ()  # exercise modules, dotted, relative to the `workbook` package
@@ -59,6 +59,8 @@ STAGES: tuple[Stage, ...] = (
           "写 init_distributed_mode、DistributedSampler、DDP 包装"),
     Stage("13", "pretrain_and_export", "预训练与导出 (pretrain & export)", (), ("11",),
           "用你自己的包预训练、画 loss、写诗、导出"),
+    Stage("14", "sft", "监督微调 (SFT)", ("data.sft",), ("10",),
+          "写聊天模板渲染和 SFTDataset：只在助手的回答上算 loss"),
 )
 
 BY_ID: dict[str, Stage] = {s.id: s for s in STAGES}
