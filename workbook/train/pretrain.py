@@ -87,7 +87,8 @@ def sample(model, tokenizer, device, n: int) -> dict:
             "notes": [f"五言/七言整齐的诗句占 {share:.0%}"]}
 
 
-TASK = Task(
+TASK = Task.of_module(
+    __name__,
     name="pretrain",
     title="MiniMind pretraining",
     description="MiniMind 预训练 (pretraining)：在纯文本上学“接着写下一个 token”。",
@@ -95,24 +96,10 @@ TASK = Task(
     defaults=dict(save_weight="pretrain", from_weight="none", wandb_project="MiniMind-Pretrain",
                   epochs=1, batch_size=32, learning_rate=5e-4, accumulation_steps=8, max_seq_len=340,
                   data_path=str(DEFAULT_DATA), val_path=str(DEFAULT_VAL)),
-    make_dataset=make_dataset,
-    check_data=check_data,
-    describe_data=describe_data,
-    sample=sample,
 )
 
 
-def build_parser():
-    return trainer.build_parser(TASK)
-
-
-def run(argv: list[str] | None = None, status: dict | None = None) -> dict:
-    """The whole pretraining run; returns its summary (see workbook.train.trainer.run)."""
-    return trainer.run(TASK, argv, status)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return trainer.main(TASK, argv)
+run, main = trainer.entry_points(TASK)
 
 
 if __name__ == "__main__":

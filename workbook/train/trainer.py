@@ -23,7 +23,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,7 +70,15 @@ class Task:
     describe_data: Callable[[dict], str]
     sample: Callable[[torch.nn.Module, Any, torch.device, int], dict]
     extra_arguments: Callable[[argparse.ArgumentParser], None] | None = None
-    notes: list[str] = field(default_factory=list)  # lines printed after the samples
+
+    @classmethod
+    def of_module(cls, module_name: str, **fields) -> "Task":
+        """A Task whose functions are the trainer module's own ``make_dataset``, ``check_data``,
+        ``describe_data`` and ``sample`` (and ``extra_arguments`` if it defines one)."""
+        module = sys.modules[module_name]
+        hooks = {k: getattr(module, k) for k in ("make_dataset", "check_data", "describe_data", "sample",
+                                                   "extra_arguments") if hasattr(module, k)}
+        return cls(**fields, **hooks)
 
 
 def build_parser(task: Task) -> argparse.ArgumentParser:
@@ -94,13 +102,14 @@ def build_parser(task: Task) -> argparse.ArgumentParser:
     a("--grad_clip", type=float, default=1.0, help="梯度裁剪的范数上限（正数）")
     a("--log_interval", type=int, default=100, help="每多少个 micro-step 打印一次")
     a("--save_interval", type=int, default=1000, help="每多少个 micro-step 存一次档（accumulation_steps 的倍数）")
-    a("--hidden_size", type=int, default=512, help="模型宽度")
-    a("--num_hidden_layers", type=int, default=8, help="层数")
-    a("--num_attention_heads", type=int, default=8, help="query 头数")
-    a("--num_key_value_heads", type=int, default=2, help="key/value 头数 (GQA)")
+    # the model's shape: default None = from the config JSON beside --from_weight, else MiniMind's
+    a("--hidden_size", type=int, default=None, help="模型宽度（默认：--from_weight 旁边的 config，否则 512）")
+    a("--num_hidden_layers", type=int, default=None, help="层数（默认：同上，否则 8）")
+    a("--num_attention_heads", type=int, default=None, help="query 头数（默认：同上，否则 8）")
+    a("--num_key_value_heads", type=int, default=None, help="key/value 头数 (GQA)（默认：同上，否则 2）")
     a("--max_seq_len", type=int, default=340, help="每个样本的 token 数")
     a("--max_position_embeddings", type=int, default=32768, help="RoPE 表的长度")
-    a("--use_moe", type=int, default=0, choices=[0, 1], help="1 = 混合专家 (MoE) 前馈层")
+    a("--use_moe", type=int, default=None, choices=[0, 1], help="1 = 混合专家 (MoE) 前馈层（默认：同上，否则 0）")
     a("--data_path", default="", help=".jsonl / .jsonl.gz（或预训练用 pack 出来的 .bin）")
     a("--tokenizer_path", default=str(DEFAULT_TOKENIZER), help="本地分词器目录")
     a("--from_weight", default="none",
@@ -167,6 +176,29 @@ def weights_path(args, config) -> Path:
     if args.from_weight.endswith(".pth"):
         return Path(args.from_weight)
     return Path(args.save_dir) / f"{weight_name(args.from_weight, config.hidden_size, config.use_moe)}.pth"
+
+
+# The shape flags, MiniMind's defaults for them, and the config fields they set.
+SHAPE = {"hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 2,
+         "use_moe": 0}
+
+
+def resolve_shape(args) -> None:
+    """Fill the shape flags the user left out: from the config JSON beside a --from_weight
+    given as a .pth path (so a shipped or exported model needs no shape flags), else MiniMind's
+    defaults.  A flag given on the command line always wins."""
+    saved: dict = {}
+    if args.from_weight.endswith(".pth"):
+        cfg = Path(args.from_weight[:-len(".pth")] + "_config.json")
+        if cfg.is_file():
+            try:
+                saved = json.loads(cfg.read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise ConfigError(f"{cfg} 不是合法的 JSON：{e}") from None
+    for flag, default in SHAPE.items():
+        if getattr(args, flag) is None:
+            value = saved.get(flag, default)
+            setattr(args, flag, int(value) if flag == "use_moe" else value)
 
 
 class SkipSampler(Sampler):
@@ -267,6 +299,7 @@ class _Run:
         from . import loop
 
         self.loop = loop
+        resolve_shape(args)
         config = self.config = MiniMindConfig(
             hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
             num_attention_heads=args.num_attention_heads, num_key_value_heads=args.num_key_value_heads,
@@ -523,6 +556,19 @@ class _Run:
               (f"，验证 loss {summary['val_loss']}" if "val_loss" in summary else "") +
               f"。权重 {summary['weights']}，loss 曲线 {summary['loss_curve']}")
         return {k: v for k, v in summary.items() if k != "metrics"}
+
+
+def entry_points(task: Task):
+    """``run(argv, status)`` and ``main(argv)`` of a trainer module, bound to its task."""
+    def run_task(argv: list[str] | None = None, status: dict | None = None) -> dict:
+        return run(task, argv, status)
+
+    def main_task(argv: list[str] | None = None) -> int:
+        return main(task, argv)
+
+    run_task.__doc__ = f"The whole {task.name} run; returns its summary (see workbook.train.trainer.run)."
+    main_task.__doc__ = f"python -m workbook.train.{task.name}: the run, with exit statuses (see trainer.main)."
+    return run_task, main_task
 
 
 def resume_command(module: str, argv: list[str]) -> str:
