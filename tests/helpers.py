@@ -51,3 +51,48 @@ def run_in_tree(tree, args, mode="learner", timeout=300, env=None, **kw):
         full_env.pop("WORKBOOK_IMPL")
     return subprocess.run([sys.executable, *args], cwd=tree, env=full_env, capture_output=True,
                           text=True, timeout=timeout, **kw)
+
+
+def kill_and_resume(args_for, save_name, tmp_path, mode="solutions", timeout=120):
+    """Exact resume after kill -9, for any trainer.
+
+    args_for(save_dir, *extra) -> the `python` arguments of one run.  The run is done once to the
+    end (save_dir a), and once killed with SIGKILL as soon as its first resume file exists, then
+    resumed with --from_resume 1 (save_dir b).  Asserts the logged losses and the final weights
+    agree; returns (full history, resumed history, micro-step the kill left on disk).
+    """
+    import signal
+    import time
+
+    import torch
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    out = run_py(args_for(a), mode=mode, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    full = torch.load(a / f"{save_name}_resume.pth", weights_only=True)["history"]
+
+    env = dict(os.environ, WORKBOOK_IMPL=mode)
+    proc = subprocess.Popen([sys.executable, *args_for(b)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    resume = b / f"{save_name}_resume.pth"
+    deadline = time.time() + timeout
+    while not resume.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (b / f"{save_name}_summary.json").exists(), "the run finished before it was killed"
+    saved_at = torch.load(resume, weights_only=True)["step"]
+
+    out = run_py(args_for(b, "--from_resume", "1"), mode=mode, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "续训" in out.stdout
+    resumed = torch.load(resume, weights_only=True)["history"]
+    assert [s for s, _ in resumed["train"]] == [s for s, _ in full["train"]]
+    for (s, x), (_, y) in zip(full["train"], resumed["train"]):
+        assert abs(x - y) < 1e-5, f"loss differs at optimizer step {s}: {x} vs {y}"
+    wa = torch.load(a / f"{save_name}.pth", weights_only=True)
+    wb = torch.load(b / f"{save_name}.pth", weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    return full, resumed, saved_at

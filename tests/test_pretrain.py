@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ROOT, run_py
+from tests.helpers import ROOT, kill_and_resume, run_py
 
 # the small validation split as training data keeps each run to a few seconds
 SMALL_DATA = str(ROOT / "data" / "pretrain_poetry_val.jsonl.gz")
@@ -31,38 +31,10 @@ def history(save_dir, name="pretrain_64"):
 def test_resume_after_kill_reproduces_the_loss_curve(tmp_path):
     common = ["--accumulation_steps", "2", "--max_steps", "40", "--log_interval", "2",
               "--save_interval", "8", "--val_path", ""]
-    a, b = tmp_path / "a", tmp_path / "b"
-    out = run_py(pretrain_args(a, *common), mode="solutions")
-    assert out.returncode == 0, out.stderr[-3000:]
-    full = history(a)
-    assert len(full["train"]) == 40  # one log every 2 micro-steps, 80 micro-steps
-
-    # Same run, killed with SIGKILL as soon as its first resume file is on disk.
-    env = dict(os.environ, WORKBOOK_IMPL="solutions")
-    proc = subprocess.Popen([sys.executable, *pretrain_args(b, *common)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    resume = b / "pretrain_64_resume.pth"
-    deadline = time.time() + 120
-    while not resume.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.time() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (b / "pretrain_64_summary.json").exists(), "the run finished before it was killed"
-    saved_at = torch.load(resume, weights_only=True)["step"]
+    full, _, saved_at = kill_and_resume(lambda d, *x: pretrain_args(d, *common, *x), "pretrain_64", tmp_path)
+    # one log at micro-step 1 (the initial loss) and one every 2 micro-steps: 80 micro-steps
+    assert len(full["train"]) == 41
     assert 0 < saved_at < 80
-
-    out = run_py(pretrain_args(b, *common, "--from_resume", "1"), mode="solutions")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "续训" in out.stdout
-    resumed = history(b)
-    assert [s for s, _ in resumed["train"]] == [s for s, _ in full["train"]]
-    for (s, x), (_, y) in zip(full["train"], resumed["train"]):
-        assert abs(x - y) < 1e-5, f"loss differs at optimizer step {s}: {x} vs {y}"
-    wa = torch.load(a / "pretrain_64.pth")
-    wb = torch.load(b / "pretrain_64.pth")
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 @pytest.mark.parametrize("extra, fragment", [

@@ -60,14 +60,20 @@ def make_scaler(dtype: str, device_type: str = "cuda") -> torch.amp.GradScaler:
 
 @dataclass
 class StepLog:
-    """What one logging call reports (also handed to wandb)."""
+    """What one logging call reports (also handed to wandb).
+
+    Everything but `lr` is about the micro-steps since the previous log of this epoch (or since
+    the epoch's start / the resume point): the losses are their mean, undivided by
+    accumulation_steps, so one log line -- and the loss curve -- is an average, not the noisy
+    value of one micro-batch, and it does not change with accumulation_steps.
+    """
     epoch: int
     step: int  # micro-step within the epoch, counted from 1
     iters: int  # micro-steps per epoch
-    loss: float  # lm_loss + aux_loss, undivided
-    lm_loss: float
-    aux_loss: float
-    lr: float
+    loss: float  # lm_loss + aux_loss: mean over the micro-steps since the previous log, undivided
+    lm_loss: float  # mean over the same micro-steps
+    aux_loss: float  # mean over the same micro-steps
+    lr: float  # the lr of this micro-step
     tokens: int  # non-pad tokens seen since the previous log
     seconds: float  # wall time since the previous log
 
@@ -101,13 +107,18 @@ def train_epoch(
     every param group.
     The optimiser steps when step % accumulation_steps == 0 or step == iters: the epoch's last
     micro-batches are flushed, not carried into the next epoch's first step nor dropped.
-    on_log gets a StepLog every log_interval micro-steps and at step == iters (a shorter last
-    interval); on_step_end(step) runs after every micro-step (save, validate, stop); returning
-    True stops.
+    on_log gets a StepLog at step == 1 (a fresh run's first point: the loss before any update),
+    every log_interval micro-steps and at step == iters (a shorter last interval); its losses
+    are the mean over the micro-steps since the previous log.  on_step_end(step) runs after
+    every micro-step (save, validate, stop); returning True stops.
     """
     last_log = time.perf_counter()
-    # counted on the device: an .item() per micro-step would stall the GPU queue every step
+    # summed on the device since the previous log: an .item() per micro-step would make the
+    # CPU wait for the GPU every step; the host reads them once per log line
     tokens = torch.zeros((), dtype=torch.long, device=device)
+    lm_sum = torch.zeros((), dtype=torch.float32, device=device)
+    aux_sum = torch.zeros((), dtype=torch.float32, device=device)
+    n = 0  # micro-steps since the previous log (a resume starts the count at 0, not at start_step)
     step = start_step
     for step, (input_ids, labels) in enumerate(loader, start=start_step + 1):
         input_ids = input_ids.to(device, non_blocking=True)
@@ -138,16 +149,23 @@ def train_epoch(
             # only after the step: the micro-steps in between must keep adding up
             optimizer.zero_grad(set_to_none=True)
 
+        # the undivided losses, for the log's mean over the interval
+        lm_sum += out.loss.detach()
+        aux_sum += out.aux_loss.detach()
+        n += 1
         tokens += (labels != -100).sum()
+        # step == 1: a fresh run's first point is the loss before any update (≈ ln vocab);
         # step == iters: the last interval may be shorter than log_interval; log it too
-        if on_log is not None and (step % log_interval == 0 or step == iters):
-            # the only host synchronisation: once per log line
-            lm = out.loss.item()
-            aux = out.aux_loss.detach().item()
+        if on_log is not None and (step % log_interval == 0 or step == 1 or step == iters):
+            # the one host synchronisation, once per log line (the reads after it find the
+            # device idle)
+            lm, aux = (torch.stack((lm_sum, aux_sum)) / n).tolist()
             now = time.perf_counter()
             on_log(StepLog(epoch, step, iters, lm + aux, lm, aux, lr_now, int(tokens), now - last_log))
             last_log = now
-            tokens.zero_()
+            for t in (tokens, lm_sum, aux_sum):
+                t.zero_()
+            n = 0
         if on_step_end is not None and on_step_end(step):
             break
     return step

@@ -11,7 +11,12 @@ ref = _modes.reference_module("train.loop")
 
 def _loop(divide=True, clip_first=False, zero_every=False, count_from=1, add_aux=True,
           scaler_step=True, log_divided=False, lr_groups="all", lr_step="global", flush=True,
-          zero_after_flush=True, acc_counter="local", log_last=True, tokens_full=False, log_base_lr=False):
+          zero_after_flush=True, acc_counter="local", log_last=True, tokens_full=False, log_base_lr=False,
+          log_first=True, log_value="mean", mean_count="actual", lm_aux="mean"):
+    """log_value: "mean" over the interval or the "last" micro-step's; mean_count: divide the sum by
+    the micro-steps really run ("actual"), by "log_interval" (or 1 at step 1:
+    "log_interval_but_first"), or by step - previous log step with the first interval counted
+    "from_zero" (ignoring start_step); lm_aux: "mean" or "last"."""
     def train_epoch(epoch, loader, iters, model, optimizer, scaler, ctx, *, lr, total_steps,
                     accumulation_steps=8, grad_clip=1.0, device="cpu", log_interval=100,
                     start_step=0, on_log=None, on_step_end=None):
@@ -29,6 +34,7 @@ def _loop(divide=True, clip_first=False, zero_every=False, count_from=1, add_aux
             scaler.update()
 
         tokens, step = 0, start_step
+        sums, n, prev = [0.0, 0.0], 0, 0  # prev: the last logged step, from 0 even after a resume
         for step, (x, y) in enumerate(loader, start=start_step + count_from):
             if lr_step == "global":
                 lr_now = ref.get_lr(epoch * iters + step, total_steps, lr)
@@ -56,12 +62,23 @@ def _loop(divide=True, clip_first=False, zero_every=False, count_from=1, add_aux
                 if zero_after_flush:
                     optimizer.zero_grad(set_to_none=True)
             tokens += int((y != -100).sum())
-            if on_log is not None and (step % log_interval == 0 or (log_last and step == iters)):
-                shown = loss.item() if log_divided else out.loss.item() + out.aux_loss.item()
-                n = log_interval * int((y != -100).sum()) if tokens_full else tokens
-                on_log(ref.StepLog(epoch, step, iters, shown, out.loss.item(), out.aux_loss.item(),
-                                   lr if log_base_lr else lr_now, n, 1.0))
-                tokens = 0
+            lm, aux = out.loss.item(), out.aux_loss.item()
+            scale = 1 / accumulation_steps if log_divided else 1  # logs the divided loss
+            sums[0] += lm * scale
+            sums[1] += aux * scale
+            n += 1
+            if on_log is not None and (step % log_interval == 0 or (log_first and step == 1)
+                                       or (log_last and step == iters)):
+                count = {"actual": n, "log_interval": log_interval, "from_zero": step - prev,
+                         "log_interval_but_first": 1 if step == 1 else log_interval}[mean_count]
+                mean = [v / count for v in sums]
+                last = [lm * scale, aux * scale]
+                shown = mean if log_value == "mean" else last
+                parts = mean if lm_aux == "mean" and log_value == "mean" else last
+                n_tok = log_interval * int((y != -100).sum()) if tokens_full else tokens
+                on_log(ref.StepLog(epoch, step, iters, shown[0] + shown[1], parts[0], parts[1],
+                                   lr if log_base_lr else lr_now, n_tok, 1.0))
+                tokens, sums, n, prev = 0, [0.0, 0.0], 0, step
             if on_step_end is not None and on_step_end(step):
                 break
         return step
@@ -99,4 +116,16 @@ MUTANTS = {
     "flush_without_zero_grad": (_impl(train_epoch=_loop(zero_after_flush=False)), "末尾那次更新之后没有清空梯度"),
     "accumulation_counted_across_epochs": (_impl(train_epoch=_loop(acc_counter="global", flush=False)),
                                            "epoch 内的 step"),
+    # the log: a point at step 1, the mean over the interval (undivided, over the right count)
+    "step_one_not_logged": (_impl(train_epoch=_loop(log_first=False)), "step == 1"),
+    "logs_last_micro_step_loss": (_impl(train_epoch=_loop(log_value="last")), "只是最后一个 micro-step 的值"),
+    "logs_last_micro_step_divided_loss": (_impl(train_epoch=_loop(log_value="last", log_divided=True)),
+                                          "最后一个 micro-step 除以 accumulation_steps"),
+    "loss_mean_over_log_interval": (_impl(train_epoch=_loop(mean_count="log_interval")), "总和除以了 log_interval"),
+    "loss_mean_over_log_interval_but_step_one": (_impl(train_epoch=_loop(mean_count="log_interval_but_first")),
+                                                 "总和除以了 log_interval"),
+    "loss_mean_count_ignores_resume": (_impl(train_epoch=_loop(mean_count="from_zero")), "续训 (start_step=4) 后的第一段"),
+    "lm_aux_loss_not_averaged": (_impl(train_epoch=_loop(lm_aux="last")), "lm_loss 和 aux_loss"),
+    "old_contract_last_value_no_step_one": (_impl(train_epoch=_loop(log_first=False, log_value="last")),
+                                            "step == 1"),
 }

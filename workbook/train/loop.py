@@ -65,14 +65,20 @@ def make_scaler(dtype: str, device_type: str = "cuda") -> torch.amp.GradScaler:
 
 @dataclass
 class StepLog:
-    """What one logging call reports (also handed to wandb)."""
+    """What one logging call reports (also handed to wandb).
+
+    Everything but `lr` is about the micro-steps since the previous log of this epoch (or since
+    the epoch's start / the resume point): the losses are their mean, undivided by
+    accumulation_steps, so one log line -- and the loss curve -- is an average, not the noisy
+    value of one micro-batch, and it does not change with accumulation_steps.
+    """
     epoch: int
     step: int  # micro-step within the epoch, counted from 1
     iters: int  # micro-steps per epoch
-    loss: float  # lm_loss + aux_loss, undivided
-    lm_loss: float
-    aux_loss: float
-    lr: float
+    loss: float  # lm_loss + aux_loss: mean over the micro-steps since the previous log, undivided
+    lm_loss: float  # mean over the same micro-steps
+    aux_loss: float  # mean over the same micro-steps
+    lr: float  # the lr of this micro-step
     tokens: int  # non-pad tokens seen since the previous log
     seconds: float  # wall time since the previous log
 
@@ -106,9 +112,10 @@ def train_epoch(
     every param group.
     The optimiser steps when step % accumulation_steps == 0 or step == iters: the epoch's last
     micro-batches are flushed, not carried into the next epoch's first step nor dropped.
-    on_log gets a StepLog every log_interval micro-steps and at step == iters (a shorter last
-    interval); on_step_end(step) runs after every micro-step (save, validate, stop); returning
-    True stops.
+    on_log gets a StepLog at step == 1 (a fresh run's first point: the loss before any update),
+    every log_interval micro-steps and at step == iters (a shorter last interval); its losses
+    are the mean over the micro-steps since the previous log.  on_step_end(step) runs after
+    every micro-step (save, validate, stop); returning True stops.
     """
     # TODO(learner): for step, (input_ids, labels) in enumerate(loader, start=start_step + 1):
     #   1. move both tensors to `device`
@@ -121,9 +128,15 @@ def train_epoch(
     #      group: left in .grad it would leak into the next epoch's first step, or be lost):
     #      scaler.unscale_(optimizer) -> clip_grad_norm_ -> scaler.step(optimizer)
     #      -> scaler.update() -> optimizer.zero_grad(set_to_none=True)
-    #   6. count the tokens that are not -100; every log_interval steps *and at step == iters*
-    #      (a shorter last interval) call on_log(StepLog(...)) with the *undivided* loss and this
-    #      micro-step's lr, then reset the counters (tokens, time)
+    #   6. logging: since the previous log, keep sums of out.loss and out.aux_loss (detached,
+    #      *undivided*) and of the tokens that are not -100 -- as tensors on `device` (+= adds
+    #      there; an .item() every micro-step would make the CPU wait for the GPU) -- and count
+    #      the micro-steps (a Python int).  At step == 1 (a fresh run's first point: the loss
+    #      before any update), every log_interval steps *and at step == iters* (a shorter last
+    #      interval): call on_log(StepLog(...)) with the *means* (sum / your count -- not
+    #      log_interval: the interval after step 1, after a resume and at the epoch's end is
+    #      shorter), this micro-step's lr, the tokens and the seconds since the previous log.
+    #      Read the sums back (.tolist() / int()) only there; then reset sums, count and clock
     #   7. if on_step_end is given and on_step_end(step) returns True: stop
     #   return the last step
     raise NotImplementedError(
