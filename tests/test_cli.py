@@ -94,3 +94,13 @@ def test_progress_reuses_results_until_a_file_they_depend_on_changes(tmp_path):
     assert second["00"] == ["pass", "cached 00"] and second["09"] == ["pass", "cached 09"]  # untouched
     assert second["01"][1] != "cached 01" and second["06"][1] != "cached 06"  # norm.py and what needs it
     assert second["01"][0] == second["06"][0] == "pass"
+
+
+def test_a_stage_that_runs_reference_code_is_not_counted_as_done():
+    # 13 has no file of its own: it trains the whole package, here made of reference modules
+    out = run_py(["-m", "workbook", "progress", "--no-cache"], mode="solutions:00-13", timeout=600)
+    assert out.returncode == 0, out.stderr
+    row13 = next(ln for ln in out.stdout.splitlines() if ln.startswith("  13  "))
+    assert "参考实现" in row13 and "通过" not in row13
+    assert f"已完成 0/{len(STAGES)}" in out.stdout and "00-13 用的是参考实现" in out.stdout
+    assert "第二部分" in out.stdout  # progress lists Part 2

@@ -29,7 +29,10 @@ def test_forced_learner_export_holds_the_learner_files_and_nothing_else(tmp_path
     names = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
     assert not any(n.startswith(("solutions", "notebooks", "tests", "workbook/checks", "workbook/hints")) for n in names)
     assert {"train.sh", "README.md", "pyproject.toml", "workbook/train/pretrain.py",
-            "workbook/assets/tokenizer/tokenizer.json"} <= names
+            "workbook/assets/tokenizer/tokenizer.json",
+            # Part 2: the SFT trainer, the learner's stage-14 dataset, the grader
+            "workbook/train/full_sft.py", "workbook/train/trainer.py", "workbook/data/sft.py",
+            "workbook/eval/grader.py"} <= names
 
 
 @pytest.mark.slow

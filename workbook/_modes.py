@@ -89,13 +89,26 @@ def parse_mode(value: str | None) -> frozenset[str]:
     return frozenset(chosen)
 
 
+def _ranges(ids: frozenset[str]) -> str:
+    """'00,01,02,05' -> '00-02,05' (runs of consecutive stages in registry order)."""
+    order = [s.id for s in stages.STAGES]
+    runs: list[list[str]] = []
+    for sid in order:
+        if sid in ids:
+            if runs and order.index(runs[-1][-1]) == order.index(sid) - 1:
+                runs[-1].append(sid)
+            else:
+                runs.append([sid])
+    return ",".join(r[0] if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
 def format_mode(reference: frozenset[str]) -> str:
     """The WORKBOOK_IMPL value that selects exactly `reference` (inverse of parse_mode)."""
     if not reference:
         return "learner"
     if reference == frozenset(stages.BY_ID):
         return "solutions"
-    return "solutions:" + ",".join(sorted(reference))
+    return "solutions:" + _ranges(reference)
 
 
 def friendly_mode_errors() -> None:
@@ -121,7 +134,7 @@ def describe(reference: frozenset[str]) -> str:
         return "learner（全部用你自己的代码）"
     if reference == frozenset(stages.BY_ID):
         return "solutions（全部用参考实现）"
-    return "solutions:" + ",".join(sorted(reference)) + "（这些阶段用参考实现，其余用你的代码）"
+    return "solutions:" + _ranges(reference) + "（这些阶段用参考实现，其余用你的代码）"
 
 
 def _file_spec(fullname: str, path: Path) -> importlib.machinery.ModuleSpec | None:

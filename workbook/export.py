@@ -23,7 +23,7 @@ from pathlib import Path
 from . import _modes, stages
 
 REPO = _modes.PACKAGE_DIR.parent
-PACKAGES = ["", "model", "data", "train"]
+PACKAGES = ["", "model", "data", "train", "eval"]  # eval: the rule-based grader of Part 2
 
 
 def infrastructure() -> list[str]:

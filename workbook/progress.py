@@ -59,7 +59,11 @@ def table(res: list[harness.Result] | None = None) -> str:
     lines = [f"MiniMind Workbook 进度 (progress)    模式 (WORKBOOK_IMPL)：{_modes.describe(_modes.reference_stages())}",
              "",
              f"  {'阶段':<4}{_pad('内容', title_w)}{'状态'}"]
+    part = None
     for r in res:
+        if r.stage.part != part:
+            part = r.stage.part
+            lines.append(f"  — {stages.PARTS.get(part, f'Part {part}')}")
         lines.append(f"  {r.stage.id:<6}{_pad(r.stage.title, title_w)}{_LABEL[r.status]}")
     done = sum(r.done for r in res)
     open_ = [r for r in res if r.status != harness.SOON]
@@ -69,7 +73,8 @@ def table(res: list[harness.Result] | None = None) -> str:
         lines.append(f"挑战级 (challenge) 的阶段：{'、'.join(challenge)}（其余是引导级 (guided)）")
     served = [r.stage.id for r in res if r.status == harness.REFERENCE]
     if served:
-        lines.append(f"（{', '.join(served)} 用的是参考实现，不算你完成的阶段。）")
+        lines.append(f"（{_modes.format_mode(frozenset(served)).split(':', 1)[-1]} 用的是参考实现，"
+                     f"不算你完成的阶段。）")
     nxt = next((r for r in res if r.status in (harness.TODO, harness.FAIL)), None)
     if nxt is None:
         nxt = next((r for r in res if r.status == harness.BLOCKED), None)

@@ -16,6 +16,7 @@ class Stage:
     modules: tuple[str, ...] = ()  # exercise modules, dotted, relative to the `workbook` package
     requires: tuple[str, ...] = ()  # stage ids whose checks must pass first
     goal: str = ""  # what the learner writes, one line (Chinese)
+    part: int = 1  # 1: build and pretrain MiniMind (00-13); 2: post-training, MiniMind's other trainers
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -60,10 +61,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("13", "pretrain_and_export", "预训练与导出 (pretrain & export)", (), ("11",),
           "用你自己的包预训练、画 loss、写诗、导出"),
     Stage("14", "sft", "监督微调 (SFT)", ("data.sft",), ("10",),
-          "写聊天模板渲染和 SFTDataset：只在助手的回答上算 loss"),
+          "写聊天模板渲染和 SFTDataset：只在助手的回答上算 loss", part=2),
 )
 
 BY_ID: dict[str, Stage] = {s.id: s for s in STAGES}
+PARTS = {1: "第一部分：从零搭起 MiniMind 并预训练 (Part 1: build & pretrain)",
+         2: "第二部分：后训练 (Part 2: post-training, MiniMind 的另外四个训练脚本)"}
 
 # dotted module (relative to `workbook`) -> stage id
 MODULE_STAGE: dict[str, str] = {m: s.id for s in STAGES for m in s.modules}

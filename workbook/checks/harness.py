@@ -124,7 +124,7 @@ def run_one(stage: stages.Stage, impl: types.ModuleType | None = None, *,
         return Result(stage, SOON, "这一阶段还在编写中 (coming soon)。")
     if not _modes.reference_available():
         return Result(stage, NO_REFERENCE, _modes.missing_reference_message())
-    on_reference = impl is None and bool(stage.modules) and _modes.uses_reference(stage.id)
+    on_reference = impl is None and _runs_reference(stage)
     if impl is None and not on_reference:
         from . import tamper
 
@@ -168,6 +168,25 @@ def run_one(stage: stages.Stage, impl: types.ModuleType | None = None, *,
     if on_reference:
         return result(REFERENCE, (summary or "全部检查通过。") + "（当前模式用的是参考实现）")
     return result(PASS, summary or "全部检查通过。")
+
+
+def _runs_reference(stage: stages.Stage) -> bool:
+    """Does this stage's check run reference code in the current mode?  A stage with files: when
+    it is served from the reference.  A stage without (13 runs the whole package): when any
+    stage it builds on is, since then the package it trains is not all the learner's."""
+    if stage.modules:
+        return _modes.uses_reference(stage.id)
+    seen, todo = set(), list(stage.requires)
+    while todo:
+        sid = todo.pop()
+        if sid in seen:
+            continue
+        seen.add(sid)
+        dep = stages.get(sid)
+        if dep.modules and _modes.uses_reference(sid):
+            return True
+        todo.extend(dep.requires)
+    return False
 
 
 def run_check(stage_id: str, impl: types.ModuleType | None = None, *,
