@@ -19,7 +19,7 @@ use the forms and the grader without them.
 from __future__ import annotations
 
 from .grader import grade_answer
-from .table import format_table
+from .table import format_comparison, format_table
 from .tasks import CHECKS, METRICS, TASKS
 
 _RUNNER = ("evaluate", "evaluate_weights", "generate_answers", "load_prompts", "load_model",
@@ -33,4 +33,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["grade_answer", "format_table", "TASKS", "CHECKS", "METRICS", *_RUNNER]
+__all__ = ["grade_answer", "format_table", "format_comparison", "TASKS", "CHECKS", "METRICS", *_RUNNER]

@@ -175,7 +175,7 @@ def evaluate(model, tokenizer, prompts: list[dict], device="cpu",
         prompts: records of ``sft_eval_prompts.jsonl`` (:func:`load_prompts`).
         greedy: True (default) = argmax decoding, the same answers on every run.
     Returns: ``{"settings": {...}, "tasks": {task: {"n", "pass", "form", "title", "correct",
-        "stopped"}}, "overall": {...}, "answers": [{"id", "task", "answer", "stopped",
+        "stopped"}}, "overall": {...}, "answers": [{"id", "task", "request", "answer", "stopped",
         "new_tokens", "scores"}]}`` — rates in [0, 1], None where a task is not graded on a metric.
     """
     start = time.perf_counter()
@@ -185,7 +185,8 @@ def evaluate(model, tokenizer, prompts: list[dict], device="cpu",
     for p, a in zip(prompts, answers):
         scores = grade_answer(p["task"], p, a["answer"], a["stopped"])
         graded.append(scores)
-        rows.append({"id": p.get("id"), "task": p["task"], **a, "scores": scores})
+        rows.append({"id": p.get("id"), "task": p["task"], "request": p["messages"][-1]["content"], **a,
+                     "scores": scores})
     report = {"settings": {"prompts": len(prompts), "max_new_tokens": max_new_tokens,
                            "greedy": greedy, "batch_size": batch_size,
                            "seconds": round(time.perf_counter() - start, 2)},

@@ -47,4 +47,24 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["format_table", "width", "pad"]
+def format_comparison(before: dict, after: dict, names: tuple[str, str] = ("前 before", "后 after"),
+                      metrics: tuple[str, ...] = ("pass", "form", "stopped")) -> str:
+    """Two reports side by side: for each task and metric, before -> after (in %)."""
+    header = ["任务 (task)", "数量 n"] + [f"{HEADERS[m]} {names[0]}→{names[1]}" for m in metrics]
+
+    def cell(a, b) -> str:
+        return "—" if a is None and b is None else f"{_pct(a)} → {_pct(b)}"
+
+    rows = [[TASKS[t], str(r["n"])] + [cell(r[m], after["tasks"][t][m]) for m in metrics]
+            for t, r in before["tasks"].items() if t in after["tasks"]]
+    rows.append(["全部 (all)", str(before["overall"]["n"])]
+                + [cell(before["overall"][m], after["overall"][m]) for m in metrics])
+    cols = [max(width(row[i]) for row in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(pad(c, cols[i], right=i > 0) for i, c in enumerate(row)).rstrip()
+             for row in [header] + rows]
+    lines[1:1] = ["-" * width(lines[0])]
+    lines.insert(len(lines) - 1, "-" * width(lines[0]))
+    return "\n".join(lines)
+
+
+__all__ = ["format_table", "format_comparison", "width", "pad"]
