@@ -104,7 +104,8 @@ base-model: setup
 
 # Stage 14's measured run: full SFT of the shipped base for one epoch of the chat data with the
 # reference code (~13 minutes on a 2-core CPU; max_seq_len 224 > the 99th percentile of 208 tokens), then the grader on the base and on the result;
-# the reports and the loss plot go to data/base/ (notebook 14 and the README show them).
+# the SFT weights (the starting point of stages 15-17), the reports and the loss plot go to
+# data/base/ (notebook 14 and the README show them).
 SFT_OUT := out/sft
 sft-demo: setup
 	WORKBOOK_IMPL=solutions $(PY) -m workbook.train.full_sft --from_weight data/base/pretrain_320.pth \
@@ -114,5 +115,6 @@ sft-demo: setup
 	WORKBOOK_IMPL=solutions $(PY) -m workbook eval data/base/pretrain_320.pth --json $(SFT_OUT)/sft_eval_base.json --show 0
 	WORKBOOK_IMPL=solutions $(PY) -m workbook eval $(SFT_OUT)/full_sft_320.pth --json $(SFT_OUT)/sft_eval_sft.json --show 0
 	cp $(SFT_OUT)/sft_eval_base.json $(SFT_OUT)/sft_eval_sft.json data/base/
+	cp $(SFT_OUT)/full_sft_320.pth $(SFT_OUT)/full_sft_320_config.json data/base/
 	cp $(SFT_OUT)/full_sft_320_loss.png data/base/sft_loss.png
 	cp $(SFT_OUT)/full_sft_320_summary.json data/base/sft_summary.json

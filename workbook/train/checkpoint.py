@@ -116,14 +116,25 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     On any failure (a full disk, a kill) `path` keeps its previous content; the temporary file
     is removed, and an OSError becomes SaveError with a message that says so.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+
+    return atomic_write(path, write)
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """`write(tmp)` writes the file at a temporary path, which then replaces `path` in one rename.
+
+    For writers that take a path (a learner's save_lora): the same guarantees as atomic_save.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         try:

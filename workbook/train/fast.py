@@ -50,8 +50,10 @@ def enable_dense_moe(model: nn.Module) -> int:
 
 
 def make_optimizer(model: nn.Module, lr: float, fused: bool) -> torch.optim.AdamW:
-    """AdamW with PyTorch's defaults (weight decay 0.01 on every parameter, as MiniMind).
+    """AdamW with PyTorch's defaults (weight decay 0.01 on every parameter, as MiniMind), over the
+    parameters that train (requires_grad): a frozen base (LoRA) gets no optimizer state.
 
     fused=True updates all parameters in one kernel instead of a few per tensor.
     """
-    return torch.optim.AdamW(model.parameters(), lr=lr, fused=True if fused else None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, fused=True if fused else None)

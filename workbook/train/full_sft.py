@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from . import trainer
-from .checkpoint import unwrap
+from .chat import check_data, describe_data, make_dataset, sample_answers  # noqa: F401 (Task hooks)
 from .trainer import IN_REPO, ROOT, Task
 
 DEFAULT_DATA = ROOT / "data" / "sft_poetry_train.jsonl.gz" if IN_REPO else ""
@@ -30,48 +28,7 @@ REQUESTS = ["写一首五言绝句，题目是《山中秋夜》。", "以《浣
             "再写一首七言绝句，写江上送别。"]
 
 
-def make_dataset(path: str, tokenizer, max_length: int):
-    from ..data.sft import SFTDataset  # stage 14: the learner's (or the reference, by mode)
-
-    return SFTDataset(path, tokenizer, max_length)
-
-
-def check_data(path: str, tokenizer, vocab_size: int) -> dict:
-    from ..data.validate import check_chat_data
-
-    return check_chat_data(path, tokenizer=tokenizer, vocab_size=vocab_size)
-
-
-def describe_data(summary: dict) -> str:
-    from ..data.validate import describe_chat
-
-    return describe_chat(summary)
-
-
-@torch.no_grad()
-def answer(model, tokenizer, request: str, device, max_new_tokens: int = 96) -> tuple[str, bool]:
-    """The model's greedy answer to one request, and whether it stopped by itself (<|im_end|>)."""
-    text = tokenizer.apply_chat_template([{"role": "user", "content": request}], tokenize=False,
-                                         add_generation_prompt=True)
-    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]], device=device)
-    out = unwrap(model).generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    new = out[0, ids.shape[1]:].tolist()
-    stopped = tokenizer.eos_token_id in new
-    return tokenizer.decode(new, skip_special_tokens=True).strip(), stopped
-
-
-def sample(model, tokenizer, device, n: int) -> dict:
-    """Answers to a few unseen requests; the share that ended with <|im_end|>."""
-    model.eval()
-    requests = REQUESTS[:n]
-    answers = [answer(model, tokenizer, r, device) for r in requests]
-    model.train()
-    stopped = sum(s for _, s in answers) / max(len(answers), 1)
-    return {"prompts": requests,
-            "samples": [f"问：{r}\n答：{a}" + ("" if s else "（没有停下）") for r, (a, s) in zip(requests, answers)],
-            "metrics": {"stopped_share": round(stopped, 3)},
-            "notes": [f"自己停下（以 <|im_end|> 结束）的回答占 {stopped:.0%}"]}
+sample = sample_answers(REQUESTS)
 
 
 TASK = Task.of_module(

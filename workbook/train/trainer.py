@@ -31,8 +31,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from . import guards, report
-from .checkpoint import (CheckpointError, SaveError, load_resume, load_weights, save_resume,
-                         save_weights, unwrap, weight_name, write_config)
+from .checkpoint import (CheckpointError, SaveError, atomic_write, load_resume, load_weights,
+                         save_resume, save_weights, unwrap, weight_name, write_config)
 
 ROOT = Path(__file__).resolve().parents[2]
 # In the repository the shipped data is the default; an exported package (workbook export)
@@ -70,6 +70,14 @@ class Task:
     describe_data: Callable[[dict], str]
     sample: Callable[[torch.nn.Module, Any, torch.device, int], dict]
     extra_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    # Optional, for trainers that change the model or what they save (LoRA, DPO, distillation):
+    # prepare_model(model, args) runs after --from_weight is loaded and before the optimizer is
+    #   built (e.g. attach adapters and freeze the base); it may return a replacement module;
+    # weight_stem(args, config) -> the file-name stem of the weights (default save_weight_hidden);
+    # save_weights(model, path) writes the weights file (default: every key, fp16, MiniMind's .pth).
+    prepare_model: Callable[[torch.nn.Module, Any], torch.nn.Module | None] | None = None
+    weight_stem: Callable[[Any, Any], str] | None = None
+    save_weights: Callable[[torch.nn.Module, Path], Any] | None = None
 
     @classmethod
     def of_module(cls, module_name: str, **fields) -> "Task":
@@ -77,7 +85,8 @@ class Task:
         ``describe_data`` and ``sample`` (and ``extra_arguments`` if it defines one)."""
         module = sys.modules[module_name]
         hooks = {k: getattr(module, k) for k in ("make_dataset", "check_data", "describe_data", "sample",
-                                                   "extra_arguments") if hasattr(module, k)}
+                                                   "extra_arguments", "prepare_model", "weight_stem",
+                                                   "save_weights") if hasattr(module, k)}
         return cls(**fields, **hooks)
 
 
@@ -307,7 +316,8 @@ class _Run:
             flash_attn=bool(args.flash_attn))
         validate(args, config)
         self.save_dir = Path(args.save_dir)
-        self.name = weight_name(args.save_weight, config.hidden_size, config.use_moe)
+        self.name = (self.task.weight_stem(args, config) if self.task.weight_stem
+                     else weight_name(args.save_weight, config.hidden_size, config.use_moe))
         self.resume_path = status["resume_path"] = self.save_dir / f"{self.name}_resume.pth"
         if args.from_weight != "none" and not weights_path(args, config).is_file():
             raise ConfigError(f"--from_weight {args.from_weight}：找不到 {weights_path(args, config)}")
@@ -374,7 +384,10 @@ class _Run:
         if self.args.from_weight != "none":
             # strict; names any key that does not fit
             load_weights(self.model, weights_path(self.args, self.config))
+        if self.task.prepare_model is not None:
+            self.model = self.task.prepare_model(self.model, self.args) or self.model
         self.n_params = sum(p.numel() for p in unwrap(self.model).parameters()) / 1e6
+        self.n_trainable = sum(p.numel() for p in unwrap(self.model).parameters() if p.requires_grad) / 1e6
 
     def _restore(self, resume: dict | None) -> None:
         self.start_epoch, self.start_step = 0, 0
@@ -432,7 +445,8 @@ class _Run:
     def _announce(self) -> None:
         if self.main_process:
             a = self.args
-            print(f"模型 {self.n_params:.2f}M 参数 | 数据 {len(self.train_ds)} 条 | {self.info.world_size} 个进程 | "
+            trainable = (f"（训练其中 {self.n_trainable:.3f}M）" if self.n_trainable < self.n_params else "")
+            print(f"模型 {self.n_params:.2f}M 参数{trainable} | 数据 {len(self.train_ds)} 条 | {self.info.world_size} 个进程 | "
                   f"每个 epoch {self.iters} 个 micro-step | 学习率调度共 {self.schedule.total} 个 micro-step | "
                   f"有效 batch {a.batch_size * self.info.world_size * a.accumulation_steps} | 设备 {self.device} | {a.dtype}")
 
@@ -511,7 +525,11 @@ class _Run:
         guards.check_finite_weights(self.model, f"存档前（epoch {epoch + 1} 第 {step} 个 micro-step）")
         if not self.main_process:  # one writer; the other ranks hold identical weights
             return
-        save_weights(self.model, self.save_dir / f"{self.name}.pth")
+        weights = self.save_dir / f"{self.name}.pth"
+        if self.task.save_weights is None:
+            save_weights(self.model, weights)
+        else:  # a trainer's own writer (LoRA: the adapter only), made atomic here
+            atomic_write(weights, lambda tmp: self.task.save_weights(unwrap(self.model), tmp))
         # the model's shape beside its weights: export-hf reads it (flags only override)
         write_config(self.config, self.save_dir / f"{self.name}_config.json")
         save_resume(self.resume_path, model=self.model, optimizer=self.optimizer, scaler=self.scaler,
