@@ -204,6 +204,20 @@ def long_lines(poems: list[Poem]) -> set[str]:
     return {ln for p in poems for ln in p.lines if len("".join(clauses(ln))) >= LEAK_MIN_CHARS}
 
 
+def load_corpus(corpus_dir: Path) -> tuple[list[Poem], list[Poem], dict, set[str], set[str]]:
+    """(train poems, validation poems, the 词牌 table, every tune name, the held-out lines).
+
+    Tune names (with both halves of an alias pair "望江南·忆江南") keep Tang ci out of the shi
+    pools; the held-out lines are the validation split's long lines (see LEAK_MIN_CHARS).
+    data/build_lora.py starts from the same five.
+    """
+    train = load_split(corpus_dir / "pretrain_poetry_train.jsonl.gz", "train")
+    val = load_split(corpus_dir / "pretrain_poetry_val.jsonl.gz", "val")
+    table = cipai_table([p for p in train if p.kind == "ci"])
+    tunes = {name for p in train + val if p.kind == "ci" for name in [p.title, *p.title.split("·")]}
+    return train, val, table, tunes, long_lines(val)
+
+
 @dataclass
 class Pools:
     """The poems each task can use, grouped so that draws can be balanced across groups."""
@@ -457,8 +471,8 @@ def write_jsonl(path: Path, rows: list[dict], compress: bool) -> None:
     os.replace(tmp, path)
 
 
-def token_stats(conversations: list[dict], tokenizer_dir: Path) -> dict:
-    """Tokens of the rendered conversations, and of the assistant replies (+ <|im_end|>\\n = 2)."""
+def token_lengths(conversations: list[dict], tokenizer_dir: Path) -> tuple[list[int], list[int]]:
+    """(tokens of each rendered conversation, tokens of each assistant reply + <|im_end|>\\n = 2)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
@@ -466,7 +480,13 @@ def token_stats(conversations: list[dict], tokenizer_dir: Path) -> dict:
                                                  add_special_tokens=False)]
     replies = [m["content"] for c in conversations for m in c["conversations"]
                if m["role"] == "assistant"]
-    reply_tokens = sum(len(e.ids) + 2 for e in tok.encode_batch(replies, add_special_tokens=False))
+    return full, [len(e.ids) + 2 for e in tok.encode_batch(replies, add_special_tokens=False)]
+
+
+def token_stats(conversations: list[dict], tokenizer_dir: Path) -> dict:
+    """Tokens of the rendered conversations, and of the assistant replies (+ <|im_end|>\\n = 2)."""
+    full, reply_lengths = token_lengths(conversations, tokenizer_dir)
+    reply_tokens = sum(reply_lengths)
     ordered = sorted(full)
     return {"tokens": sum(full), "assistant_tokens": reply_tokens, "mean": sum(full) / len(full),
             "p99": ordered[int(0.99 * (len(ordered) - 1))], "max": ordered[-1]}
@@ -475,11 +495,7 @@ def token_stats(conversations: list[dict], tokenizer_dir: Path) -> dict:
 def build(corpus_dir: Path, out_dir: Path, tokens: bool = True) -> dict:
     """Write the three files into out_dir; return the figures data/README.md reports."""
     start = time.perf_counter()
-    train = load_split(corpus_dir / "pretrain_poetry_train.jsonl.gz", "train")
-    val = load_split(corpus_dir / "pretrain_poetry_val.jsonl.gz", "val")
-    table = cipai_table([p for p in train if p.kind == "ci"])
-    tunes = {name for p in train + val if p.kind == "ci" for name in [p.title, *p.title.split("·")]}
-    held_out = long_lines(val)
+    train, val, table, tunes, held_out = load_corpus(corpus_dir)
     train_pools = make_pools(train, table, tunes, banned_lines=held_out)
     left_out = sum(1 for p in train if any(ln in held_out for ln in p.lines))
     val_pools = make_pools(val, table, tunes)
