@@ -62,6 +62,8 @@ STAGES: tuple[Stage, ...] = (
           "用你自己的包预训练、画 loss、写诗、导出"),
     Stage("14", "sft", "监督微调 (SFT)", ("data.sft",), ("10",),
           "写聊天模板渲染和 SFTDataset：只在助手的回答上算 loss", part=2),
+    Stage("15", "lora", "低秩适配 (LoRA)", ("model.lora",), ("08",),
+          "写 LoRA、apply_lora、save_lora/load_lora、merge_lora：只训练不到 1% 的参数", part=2),
 )
 
 BY_ID: dict[str, Stage] = {s.id: s for s in STAGES}
