@@ -16,6 +16,8 @@ HELP = "用固定的提示集给模型的回答打分（体裁、题目、停止
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="权重 .pth（例如 out/full_sft_512.pth）；模型形状取自旁边的 "
                                  "{权重名}_config.json，训练命令会写它")
+    p.add_argument("--lora", metavar="ADAPTER", default=None,
+                   help="再装上一个 LoRA 适配器（python -m workbook.train.lora 存的 {lora_name}_{hidden}.pth）")
     p.add_argument("--prompts", default=str(DEFAULT_PROMPTS),
                    help="提示集 (prompt set)，默认 data/sft_eval_prompts.jsonl")
     p.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER), help="分词器目录，默认 data/tokenizer")
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = load_prompts(args.prompts, args.limit)
     tokenizer = load_tokenizer(args.tokenizer)
     try:
-        model, config_path = load_model(args.model, args.device)
+        model, config_path = load_model(args.model, args.device, lora=args.lora)
         report = evaluate(model, tokenizer, prompts, args.device, max_new_tokens=args.max_new_tokens,
                           greedy=not args.sample, batch_size=args.batch_size,
                           progress=_progress if sys.stderr.isatty() else None)
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"错误：模型还有没写完的部分：{e}。先通过 00–08 的检查，或者用参考实现 "
               "WORKBOOK_IMPL=solutions 试跑。", file=sys.stderr)
         return 2
-    report["settings"].update(weights=str(args.model), config=str(config_path) if config_path else None)
+    report["settings"].update(weights=str(args.model), config=str(config_path) if config_path else None,
+                              lora=args.lora)
     if config_path is None:
         print(f"注意：{args.model} 旁边没有 *_config.json，模型形状用了 MiniMindConfig 的默认值。",
               file=sys.stderr)

@@ -194,11 +194,13 @@ def evaluate(model, tokenizer, prompts: list[dict], device="cpu",
     return report
 
 
-def load_model(weights: str | Path, device="cpu"):
+def load_model(weights: str | Path, device="cpu", lora: str | Path | None = None):
     """A MiniMindForCausalLM of the current WORKBOOK_IMPL with `weights` loaded (eval mode).
 
     The shape comes from ``{weights stem}_config.json`` beside the weights (the trainers write
-    it); without that file, MiniMindConfig's defaults.  Returns (model, config path or None).
+    it); without that file, MiniMindConfig's defaults.  `lora`: an adapter file of
+    ``python -m workbook.train.lora`` to attach with stage 15's apply_lora / load_lora (its rank is
+    read from the file).  Returns (model, config path or None).
     """
     from workbook.config import MiniMindConfig
     from workbook.export import model_config_kwargs
@@ -208,6 +210,17 @@ def load_model(weights: str | Path, device="cpu"):
     kwargs, config_path = model_config_kwargs(weights)
     model = MiniMindForCausalLM(MiniMindConfig(**kwargs))
     load_weights(model, weights)
+    if lora is not None:
+        import torch
+
+        from workbook.model.lora import apply_lora, load_lora
+
+        adapter = torch.load(lora, map_location="cpu", weights_only=True)
+        ranks = {v.shape[0] for k, v in adapter.items() if k.endswith(".A.weight")}
+        if len(ranks) != 1:
+            raise ValueError(f"{lora} 不像 LoRA 适配器文件：找不到统一秩的 *.lora.A.weight（{sorted(adapter)[:3]}）")
+        apply_lora(model, rank=ranks.pop())
+        load_lora(model, lora)
     return model.to(device).eval(), config_path
 
 
