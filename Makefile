@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # writes it.  Two set-ups months apart install the same versions.
 LOCK   := constraints.txt
 
-.PHONY: setup lab test test-fast clean showcase lock base-model sft-demo
+.PHONY: setup lab test test-fast clean showcase lock base-model sft-demo lora-demo
 
 setup: $(STAMP)
 
@@ -118,3 +118,9 @@ sft-demo: setup
 	cp $(SFT_OUT)/full_sft_320.pth $(SFT_OUT)/full_sft_320_config.json data/base/
 	cp $(SFT_OUT)/full_sft_320_loss.png data/base/sft_loss.png
 	cp $(SFT_OUT)/full_sft_320_summary.json data/base/sft_summary.json
+
+# Stage 15's measured comparison: LoRA at ranks 4 and 16 and full fine-tuning, same data (ci to a
+# tune), steps and seed, from data/base/full_sft_320.pth, with the reference code; each scored on
+# the task and on the stage-14 prompts (forgetting).  The report goes to data/base/lora_compare.json.
+lora-demo: setup
+	WORKBOOK_IMPL=solutions $(PY) bench/lora_compare.py --report data/base/lora_compare.json $(LORA_ARGS)

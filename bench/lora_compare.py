@@ -1,0 +1,112 @@
+"""LoRA at two ranks against full fine-tuning, on the same data, steps and seed (stage 15).
+
+    python bench/lora_compare.py [--steps 400] [--out out/lora] [--report data/base/lora_compare.json]
+
+From the shipped SFT model (data/base/full_sft_320.pth), each run trains on the ci-to-a-tune
+conversations (data/lora_ci_train.jsonl.gz) with the workbook's trainers (whatever
+WORKBOOK_IMPL selects; `make lora-demo` uses the reference), then the grader scores:
+- the task: the 124 held-out ci requests (data/lora_eval_prompts.jsonl), max 160 new tokens;
+- forgetting: the stage-14 prompts (data/sft_eval_prompts.jsonl) on every task.
+It prints a table (trainable parameters, optimizer-state memory, wall time, task pass rate,
+stage-14 pass rate) and writes the figures to a JSON report.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START = ROOT / "data" / "base" / "full_sft_320.pth"
+
+
+def train(kind: str, rank: int | None, out: Path, steps: int, lr: float, common: list[str]) -> dict:
+    name = f"lora_ci_r{rank}" if kind == "lora" else "full_ci"
+    module = "workbook.train.lora" if kind == "lora" else "workbook.train.full_sft"
+    extra = ["--lora_name", name, "--lora_rank", str(rank)] if kind == "lora" else ["--save_weight", name]
+    cmd = [sys.executable, "-m", module, "--from_weight", str(START), "--save_dir", str(out),
+           "--max_steps", str(steps), "--learning_rate", str(lr), *extra, *common]
+    print("$", " ".join(cmd[1:]), flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    seconds = time.perf_counter() - start
+    weights = out / f"{name}_320.pth"
+    state = __import__("torch").load(out / f"{name}_320_resume.pth", weights_only=True)
+    # Adam keeps two fp32 moments per trained value: exp_avg and exp_avg_sq
+    opt_bytes = sum(t.numel() * t.element_size() for s in state["optimizer"]["state"].values()
+                    for k, t in s.items() if k in ("exp_avg", "exp_avg_sq"))
+    trainable = sum(t.numel() for t in __import__("torch").load(weights, weights_only=True).values()) \
+        if kind == "lora" else sum(t.numel() for k, t in state["model"].items()
+                                   if k != "lm_head.weight")  # the tied pair counted once
+    return {"kind": kind, "rank": rank, "weights": str(weights), "seconds": round(seconds, 1),
+            "trainable_params": trainable, "optimizer_state_bytes": opt_bytes,
+            "weights_file_bytes": weights.stat().st_size}
+
+
+def grade(weights: Path, prompts: Path, lora: Path | None, max_new_tokens: int) -> dict:
+    from workbook.eval import evaluate, load_model, load_prompts, load_tokenizer
+
+    model, _ = load_model(START if lora is not None else weights, lora=lora)
+    report = evaluate(model, load_tokenizer(), load_prompts(prompts), "cpu", max_new_tokens=max_new_tokens)
+    return {"overall": report["overall"], "tasks": report["tasks"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=400, help="optimizer steps of every run")
+    ap.add_argument("--ranks", default="4,16", help="the LoRA ranks to compare")
+    ap.add_argument("--lora_lr", type=float, default=2e-3)
+    ap.add_argument("--full_lr", type=float, default=5e-4)
+    ap.add_argument("--out", default="out/lora")
+    ap.add_argument("--report", default="out/lora/lora_compare.json")
+    args = ap.parse_args(argv)
+    out = (ROOT / args.out).resolve()
+    common = ["--data_path", str(ROOT / "data" / "lora_ci_train.jsonl.gz"),
+              "--val_path", str(ROOT / "data" / "lora_ci_val.jsonl.gz"), "--epochs", "1",
+              "--batch_size", "16", "--accumulation_steps", "1", "--max_seq_len", "224",
+              "--log_interval", "50", "--save_interval", "100", "--eval_interval", "100", "--eval_batches", "11",
+              "--num_workers", "1", "--dtype", "bfloat16", "--device", "cpu", "--samples", "0", "--no_progress",
+              "--seed", "42"]
+    task_prompts = ROOT / "data" / "lora_eval_prompts.jsonl"
+    sft_prompts = ROOT / "data" / "sft_eval_prompts.jsonl"
+    rows = [{"kind": "sft (start)", "rank": None, "trainable_params": 0, "optimizer_state_bytes": 0,
+             "seconds": 0.0, "task": grade(START, task_prompts, None, 160),
+             "stage14": grade(START, sft_prompts, None, 128)}]
+    runs = [("lora", int(r), args.lora_lr) for r in args.ranks.split(",")] + [("full", None, args.full_lr)]
+    for kind, rank, lr in runs:
+        row = train(kind, rank, out, args.steps, lr, common)
+        lora = Path(row["weights"]) if kind == "lora" else None
+        row["task"] = grade(Path(row["weights"]), task_prompts, lora, 160)
+        row["stage14"] = grade(Path(row["weights"]), sft_prompts, lora, 128)
+        row["learning_rate"] = lr
+        rows.append(row)
+    report = {"steps": args.steps, "batch_size": 16, "max_seq_len": 224, "start": str(START.relative_to(ROOT)),
+              "data": "data/lora_ci_train.jsonl.gz", "rows": rows,
+              "env": {"WORKBOOK_IMPL": os.environ.get("WORKBOOK_IMPL", "learner"), "cpu_count": os.cpu_count()}}
+    path = (ROOT / args.report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(table(report))
+    print(f"\n报告：{path}")
+    return 0
+
+
+def table(report: dict) -> str:
+    """One line per run: what trains, what it costs, the task score, the stage-14 score."""
+    head = (f"{'run':<14}{'trainable':>12}{'optimizer state':>17}{'time':>9}"
+            f"{'task pass':>11}{'stage-14 pass':>15}")
+    lines = [head, "-" * len(head)]
+    for r in report["rows"]:
+        name = r["kind"] if r["rank"] is None else f"lora r={r['rank']}"
+        lines.append(f"{name:<14}{r['trainable_params']:>12,}{r['optimizer_state_bytes'] / 2**20:>14.2f} MB"
+                     f"{r['seconds']:>8.0f}s{r['task']['overall']['pass']:>11.0%}"
+                     f"{r['stage14']['overall']['pass']:>15.0%}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
