@@ -380,16 +380,22 @@ def parse_chat_line(raw: bytes, path: str | os.PathLike, lineno: int) -> list[di
         keys = ", ".join(map(repr, list(record)[:5]))
         raise DataError(path, f'缺少字段 "conversations" (missing "conversations")：这一行的字段是 '
                               f'{keys or "（没有字段）"}；{_CHAT_SHAPE}', lineno, field="conversations")
-    conv = record["conversations"]
+    return check_conversation(record["conversations"], path, lineno)
+
+
+def check_conversation(conv, path: str | os.PathLike, lineno: int, field: str = "conversations") -> list[dict]:
+    """`conv` (the value of `field` on line `lineno`) if it is a well-formed conversation, else
+    DataError: a non-empty list of {"role", "content"} messages, an optional system message first,
+    then user / assistant alternating, ending with the assistant."""
     if not isinstance(conv, list):
-        raise DataError(path, f'字段 "conversations" 不是列表 (not a list)，而是 {type(conv).__name__}'
-                              f"：{_CHAT_SHAPE}", lineno, field="conversations")
+        raise DataError(path, f'字段 "{field}" 不是列表 (not a list)，而是 {type(conv).__name__}'
+                              f"：{_CHAT_SHAPE}", lineno, field=field)
     if not conv:
-        raise DataError(path, '"conversations" 是空列表 (empty conversation)：至少要有一条 user 和一条 '
-                              "assistant 消息", lineno, field="conversations")
+        raise DataError(path, f'"{field}" 是空列表 (empty conversation)：至少要有一条 user 和一条 '
+                              "assistant 消息", lineno, field=field)
     expected = "user"
     for k, message in enumerate(conv, start=1):
-        where = f"第 {k} 条消息 (message {k})"
+        where = ("" if field == "conversations" else f'"{field}" 的') + f"第 {k} 条消息 (message {k})"
         if not isinstance(message, dict):
             raise DataError(path, f"{where}不是 JSON 对象 (object)，而是 {type(message).__name__}："
                                   '应该是 {"role": ..., "content": ...}', lineno)
@@ -464,6 +470,62 @@ def describe_chat(summary: dict) -> str:
             f"{summary['conversations']:,} 段对话 (conversations)，{summary['assistant_turns']:,} 个 "
             f"assistant 回答，{summary['with_system']:,} 段以 system 消息开头，"
             f"{summary['bytes'] / 1e6:.1f} MB，{summary['seconds']:.2f} 秒")
+
+
+_PAIR_SHAPE = ('每行应该是 {"chosen": [{"role": "user", ...}, {"role": "assistant", ...}], '
+               '"rejected": [{"role": "user", ...}, {"role": "assistant", ...}]}')
+
+
+def parse_pair_line(raw: bytes, path: str | os.PathLike, lineno: int) -> tuple[list, list] | None:
+    """(chosen, rejected) conversations of one preference (DPO) line, or None for a blank line.
+
+    DataError naming the line when it is not a JSON object, lacks "chosen" or "rejected", either
+    is not a well-formed conversation (:func:`check_conversation`), or the two do not share the
+    same messages before the last reply (a preference compares two answers to one request).
+    """
+    if not raw.strip():
+        return None
+    record = decode_json_line(raw, path, lineno)
+    if not isinstance(record, dict):
+        raise DataError(path, f"不是 JSON 对象 (object)，而是 {type(record).__name__}：{_PAIR_SHAPE}", lineno)
+    for key in ("chosen", "rejected"):
+        if key not in record:
+            keys = ", ".join(map(repr, list(record)[:5]))
+            raise DataError(path, f'缺少字段 "{key}" (missing "{key}")：这一行的字段是 '
+                                  f'{keys or "（没有字段）"}；{_PAIR_SHAPE}', lineno, field=key)
+    chosen = check_conversation(record["chosen"], path, lineno, "chosen")
+    rejected = check_conversation(record["rejected"], path, lineno, "rejected")
+    if chosen[:-1] != rejected[:-1]:
+        raise DataError(path, '"chosen" 和 "rejected" 最后一个回答之前的消息不一样：偏好数据比较的是对'
+                              "同一个请求的两个回答，前面的对话必须相同", lineno)
+    return chosen, rejected
+
+
+def check_pair_data(path: str | os.PathLike, tokenizer=None, vocab_size: int | None = None) -> dict:
+    """Check a preference (DPO) file completely before step 1, as :func:`check_chat_data` does a
+    chat file; every line blank or a pair :func:`parse_pair_line` accepts.  Returns
+    ``{"path", "format", "kind": "pairs", "lines", "documents" (= "pairs"), "pairs", "bytes", "seconds"}``."""
+    start = time.perf_counter()
+    if not str(path).endswith((".jsonl", ".jsonl.gz")):
+        raise DataError(path, "偏好数据 (preference data) 要是 .jsonl 或 .jsonl.gz 文件：每行一对回答")
+    if tokenizer is not None and vocab_size is not None and backend_of(tokenizer).get_vocab_size() > vocab_size:
+        raise DataError(path, f"分词器 (tokenizer) 的词表比模型的 vocab_size {vocab_size} 大")
+    n_lines = n_pairs = n_bytes = 0
+    for n_lines, raw, pair in _parsed_lines(path, parse_pair_line):
+        n_bytes += len(raw)
+        n_pairs += pair is not None
+    if n_pairs == 0:
+        raise DataError(path, "文件里没有偏好对 (no pairs)：文件是空的或只有空行")
+    return {"path": str(path), "format": "jsonl.gz" if str(path).endswith(".gz") else "jsonl",
+            "kind": "pairs", "lines": n_lines, "documents": n_pairs, "pairs": n_pairs, "bytes": n_bytes,
+            "seconds": time.perf_counter() - start}
+
+
+def describe_pairs(summary: dict) -> str:
+    """One log line for a summary of :func:`check_pair_data`."""
+    return (f"偏好数据检查通过 (preference data check passed)：{summary['path']}，"
+            f"{summary['pairs']:,} 对 (chosen, rejected)，{summary['bytes'] / 1e6:.1f} MB，"
+            f"{summary['seconds']:.2f} 秒")
 
 
 # ---- entry point ------------------------------------------------------------------------------
