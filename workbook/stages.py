@@ -64,6 +64,10 @@ STAGES: tuple[Stage, ...] = (
           "写聊天模板渲染和 SFTDataset：只在助手的回答上算 loss", part=2),
     Stage("15", "lora", "低秩适配 (LoRA)", ("model.lora",), ("08",),
           "写 LoRA、apply_lora、save_lora/load_lora、merge_lora：只训练不到 1% 的参数", part=2),
+    Stage("16", "dpo", "直接偏好优化 (DPO)", ("data.dpo", "train.dpo_loss"), ("14",),
+          "写 DPODataset、逐 token 对数概率和 dpo_loss：让模型更偏好守格式的回答", part=2),
+    Stage("17", "distillation", "知识蒸馏 (knowledge distillation)", ("train.distill_loss",), ("14",),
+          "写蒸馏损失 distillation_loss 和它与交叉熵的混合：小学生模型向大老师模型学", part=2),
 )
 
 BY_ID: dict[str, Stage] = {s.id: s for s in STAGES}
