@@ -1,26 +1,33 @@
-"""Build the LoRA task data from the poetry corpus: ci to a given tune (词牌), the SFT model's weakest task.
+"""Build the LoRA task data from the poetry corpus: the acrostic poem (藏头诗), a skill SFT never taught.
+
+An acrostic hides a word in the line heads: the first character of each line (句), read in order,
+spells it.  Every conversation is made from a real poem: take a 五言绝句 or 七言绝句, read its four
+heads, ask for "a 五言绝句 acrostic titled 《春江花月》", and answer with the poem itself.
 
 Reads ``pretrain_poetry_{train,val}.jsonl.gz`` (see data/README.md) and writes
 
-- ``lora_ci_train.jsonl.gz`` — one conversation per **train-split** ci of a table tune written in
-  the tune's dominant pattern (every such ci, once);
-- ``lora_ci_val.jsonl.gz`` — the same from the **validation split** (validation loss);
+- ``lora_acrostic_train.jsonl.gz`` — one conversation per usable **train-split** quatrain (every
+  one, once);
+- ``lora_acrostic_val.jsonl.gz`` — the same from the **validation split**, less the poems the eval
+  prompts use (validation loss);
 - ``lora_eval_prompts.jsonl`` — the grader's prompts for this skill, in the record format of
-  ``sft_eval_prompts.jsonl`` (task "ci"): one per tune, plus one for every EVAL_EXTRA_PER train
-  ci of the tune; references from the validation split (``python -m workbook eval MODEL
-  --prompts data/lora_eval_prompts.jsonl``).
+  ``sft_eval_prompts.jsonl`` (task "acrostic", the heads in "expected" and "title"):
+  EVAL_PER_FORM of each form, made from validation poems (``python -m workbook eval MODEL
+  --prompts data/lora_eval_prompts.jsonl --max_new_tokens 96``).
 
-The 词牌 table (58 tunes), the corpus reading, the leak rule, the chat format and the writer are
-build_sft.py's, imported from it: the adapter is taught exactly the patterns the grader checks.
-One line = ``{"conversations": [{"role": "user", ...}, {"role": "assistant", ...}], "task": "ci",
-"tune": 词牌}``; about 1 in SYSTEM_EVERY starts with one of build_sft's ci system prompts, and about
-1 in PATTERN_EVERY requests also states the tune's clause lengths (see PATTERN_CI).
+Usable = a regulated shi of one of ACROSTIC_FORMS by shape, written one couplet per text line
+(so that every answer is laid out alike), not a Tang ci, its body not seen before in the split
+(the corpus holds a few poems twice, under two titles), and — train split only — no line shared
+with the validation split (build_sft's leak rule).  The corpus reading, the leak rule, the chat
+format, the system prompts and the writer are build_sft.py's, imported from it.
+One line = ``{"conversations": [{"role": "user", ...}, {"role": "assistant", ...}], "task":
+"acrostic", "form": 五言绝句|七言绝句, "heads": "春江花月"}``; about 1 in SYSTEM_EVERY starts with one
+of build_sft's shi system prompts.
 
 Deterministic: every choice comes from ``random.Random`` seeded with a fixed string, the input is
 read in file order, and gzip is written without a timestamp, so a rebuild is byte-identical.
 
-    python data/build_lora.py                 # ~2 s of CPU; prints the counts and token figures
-    python data/build_lora.py --table         # also the per-tune counts (Markdown)
+    python data/build_lora.py                 # ~3 s of CPU; prints the counts and token figures
     python data/build_lora.py --out-dir /tmp/lora --no-tokens
 """
 from __future__ import annotations
@@ -33,114 +40,119 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # build_sft.py sits beside this file
-from build_sft import (CI, SYSTEM_EVERY, EVAL_SYSTEM_EVERY, SYSTEM_PROMPTS, Poem,  # noqa: E402
-                       assistant, ci_form_record, load_corpus, make_pools, token_lengths, user,
+from build_sft import (CN, SYSTEM_EVERY, EVAL_SYSTEM_EVERY, SYSTEM_PROMPTS, Poem,  # noqa: E402
+                       assistant, load_corpus, make_pools, shi_form_record, token_lengths, user,
                        write_jsonl)
 
-HERE = Path(__file__).resolve().parent
-SEED = "minimind-workbook-lora-v1"
-OUTPUTS = ("lora_ci_train.jsonl.gz", "lora_ci_val.jsonl.gz", "lora_eval_prompts.jsonl")
-MAX_SEQ_LEN = 224  # the SFT run's --max_seq_len (Makefile sft-demo): no conversation should exceed it
+from workbook.eval.forms import FORM_BY_NAME, clauses  # noqa: E402
 
-# The requests of the training and validation conversations: build_sft's seven, and five more
-# (none says 字数: states_pattern tells the two kinds apart by that word).
-LORA_CI = CI + [
-    "以《{tune}》为词牌写一首词。",
-    "按《{tune}》的格律填一首词。",
-    "请填一首词，调寄《{tune}》。",
-    "作一首《{tune}》词。",
-    "《{tune}》：请填一首。",
-]
-# About 1 in PATTERN_EVERY requests also states the pattern, in Chinese numerals (the corpus has no
-# digits, so the base model never saw one).  Not extra conversations: the same ci, another request.
-# Only for patterns of at most PATTERN_MAX_CLAUSES clauses: stated, the 21 of 齐天乐 and the 26 of
-# 金缕曲·贺新郎 would push a conversation past MAX_SEQ_LEN.
-PATTERN_EVERY = 10
-PATTERN_MAX_CLAUSES = 20
-PATTERN_CI = [
-    "请按《{tune}》填一首词：共{n}句，每句的字数依次是{seq}。",
-    "填一首《{tune}》。这个词牌{n}句，每句字数：{seq}。",
+HERE = Path(__file__).resolve().parent
+SEED = "minimind-workbook-lora-acrostic-v1"
+OUTPUTS = ("lora_acrostic_train.jsonl.gz", "lora_acrostic_val.jsonl.gz", "lora_eval_prompts.jsonl")
+MAX_SEQ_LEN = 224  # the LoRA runs' --max_seq_len (bench/lora_compare.py): no conversation should exceed it
+ACROSTIC_FORMS = ("五言绝句", "七言绝句")  # four heads; 律诗 would ask for eight
+EVAL_PER_FORM = 60  # eval prompts per form (the validation split has 75 五言绝句 and 192 七言绝句)
+
+# The requests of the training and validation conversations.  Every one names the form and gives
+# the hidden word in 《》, as an acrostic's title; {heads} = "春江花月", {k} = "四" (lines).  They
+# extend stage 14's form_poem requests ("请以《…》为题，写一首五言绝句。"), whose form the SFT model
+# already keeps: what the adapter must add is the heads.  (Listing the heads one by one, "依次是春、
+# 江、花、月", or saying 五绝 / 七绝 throws the SFT model off the form altogether: not used.)
+ACROSTIC = [
+    "以《{heads}》为题，写一首{form}藏头诗。",
+    "请以《{heads}》为题，写一首{form}，每句的第一个字连起来是“{heads}”。",
+    "写一首藏头诗《{heads}》，{form}。",
+    "帮我写一首题为《{heads}》的{form}，把题目的{k}个字藏在句首。",
+    "藏头诗：《{heads}》。请写成一首{form}。",
+    "请作{form}一首，题为《{heads}》，每句首字连读即是题目。",
+    "写一首{form}藏头诗，题目《{heads}》，{k}句依次以题目的{k}个字开头。",
+    "我想要一首藏头的{form}，藏《{heads}》{k}个字。",
 ]
 # Phrasings only the eval prompts use (every EVAL_HELD_OUT_EVERY-th prompt): does the skill
 # survive a request worded in a way training never showed?
-EVAL_HELD_OUT_CI = [
-    "试以《{tune}》调填词一阕。",
-    "请你用《{tune}》这个调子写一首词。",
-    "我想读一首新填的《{tune}》。",
+EVAL_HELD_OUT_ACROSTIC = [
+    "用《{heads}》作一首{form}，{k}个字要藏在{k}句的句首。",
+    "请写{form}一首，题目《{heads}》，做成藏头诗。",
+    "以《{heads}》{k}字藏头，赋{form}一首。",
 ]
 EVAL_HELD_OUT_EVERY = 5
-EVAL_EXTRA_PER = 100  # eval prompts per tune: 1 + (train ci of the tune, table column) // this
-
-DIGITS = "零一二三四五六七八九"
 
 
-def cn_number(n: int) -> str:
-    """1 … 99 in Chinese numerals: ``7 -> "七"``, ``12 -> "十二"``, ``26 -> "二十六"``."""
-    if not 0 < n < 100:
-        raise ValueError(n)
-    tens, ones = divmod(n, 10)
-    head = "" if tens == 0 else ("十" if tens == 1 else DIGITS[tens] + "十")
-    return head + (DIGITS[ones] if ones else "") if tens else DIGITS[ones]
+def heads_of(body: str) -> str:
+    """The first character of each clause (句): ``"床前明月光，疑是地上霜。…" -> "床疑举低"``."""
+    return "".join(c[0] for c in clauses(body))
 
 
-def request(tune: str, pattern: list[int], rng: random.Random) -> str:
-    """The request for a ci of `tune`; about 1 in PATTERN_EVERY states the pattern."""
-    if len(pattern) <= PATTERN_MAX_CLAUSES and rng.randrange(PATTERN_EVERY) == 0:
-        seq = "、".join(cn_number(k) for k in pattern)
-        return rng.choice(PATTERN_CI).format(tune=tune, n=cn_number(len(pattern)), seq=seq)
-    return rng.choice(LORA_CI).format(tune=tune)
+def request(form: str, heads: str, templates: list[str], rng: random.Random) -> str:
+    """An acrostic request for `heads` in `form`, in one of `templates`."""
+    return rng.choice(templates).format(form=form, heads=heads, k=CN[FORM_BY_NAME[form][0]])
 
 
-def states_pattern(row: dict) -> bool:
-    """Does the conversation's request state the pattern (a PATTERN_CI request)?"""
-    return "字数" in next(m["content"] for m in row["conversations"] if m["role"] == "user")
+def usable(pools_couplets: dict) -> dict[str, list[Poem]]:
+    """Form -> the poems of ACROSTIC_FORMS written one couplet per line, each body once (file order)."""
+    seen: set[str] = set()
+    out: dict[str, list[Poem]] = {}
+    for form in ACROSTIC_FORMS:
+        out[form] = []
+        for p in pools_couplets.get(form, []):
+            if p.body not in seen:
+                seen.add(p.body)
+                out[form].append(p)
+    return out
 
 
-def build_conversations(ci: dict[str, list[Poem]], table: dict, seed: str) -> list[dict]:
-    """One conversation per ci of `ci` (词牌 -> poems in file order), in a seeded shuffled order."""
+def conversation(p: Poem, rng: random.Random) -> dict:
+    """One training / validation conversation made from poem p (its heads, its form)."""
+    heads = heads_of(p.body)
+    messages = [user(request(p.form, heads, ACROSTIC, rng)), assistant(p.body)]
+    if rng.randrange(SYSTEM_EVERY) == 0:
+        messages.insert(0, {"role": "system", "content": rng.choice(SYSTEM_PROMPTS["shi"])})
+    return {"conversations": messages, "task": "acrostic", "form": p.form, "heads": heads}
+
+
+def build_conversations(poems: dict[str, list[Poem]], seed: str) -> list[dict]:
+    """One conversation per poem of `poems` (form -> poems), in a seeded shuffled order."""
     rng = random.Random(seed)
-    rows = []
-    for tune in sorted(ci):
-        for p in ci[tune]:
-            text = request(tune, table[tune]["pattern"], rng)
-            messages = [user(text), assistant(p.body)]
-            if rng.randrange(SYSTEM_EVERY) == 0:
-                messages.insert(0, {"role": "system", "content": rng.choice(SYSTEM_PROMPTS["ci"])})
-            rows.append({"conversations": messages, "task": "ci", "tune": tune})
+    rows = [conversation(p, rng) for form in ACROSTIC_FORMS for p in poems[form]]
     rng.shuffle(rows)
     return rows
 
 
-def eval_counts(table: dict) -> dict[str, int]:
-    """词牌 -> eval prompts: one each, one more per EVAL_EXTRA_PER train ci (the table's count)."""
-    return {tune: 1 + t["poems"] // EVAL_EXTRA_PER for tune, t in table.items()}
-
-
-def build_eval(val_ci: dict[str, list[Poem]], table: dict, seed: str) -> list[dict]:
-    """The grader's prompts, round by round over the tunes (most train ci first), so that the
-    first len(table) prompts hold one of each tune (``--limit 58``).  A prompt's reference is an
-    unused validation ci of its tune, or None where the validation split has none left."""
+def split_eval(val: dict[str, list[Poem]], seed: str) -> tuple[dict, dict]:
+    """(EVAL_PER_FORM validation poems of each form for the prompts, the rest for the val file)."""
     rng = random.Random(seed)
-    order = sorted(table, key=lambda t: (-table[t]["poems"], t))
-    counts = eval_counts(table)
-    refs = {t: rng.sample(val_ci.get(t, []), len(val_ci.get(t, []))) for t in order}
+    chosen, rest = {}, {}
+    for form in ACROSTIC_FORMS:
+        if len(val[form]) < EVAL_PER_FORM:
+            raise SystemExit(f"eval {form}: only {len(val[form])} of {EVAL_PER_FORM} validation poems")
+        picked = rng.sample(val[form], EVAL_PER_FORM)
+        ids = {id(p) for p in picked}
+        chosen[form], rest[form] = picked, [p for p in val[form] if id(p) not in ids]
+    return chosen, rest
+
+
+def build_eval(chosen: dict[str, list[Poem]], seed: str) -> list[dict]:
+    """The grader's prompts, alternating the forms (五言绝句, 七言绝句, 五言绝句, …) so that any
+    ``--limit N`` covers both; every EVAL_HELD_OUT_EVERY-th in a held-out phrasing, every
+    EVAL_SYSTEM_EVERY-th with a system prompt.  "expected" and "title" are the heads (the request
+    names them in 《》: a title line the answer writes must be them); the reference is the poem
+    the heads come from."""
+    rng = random.Random(seed)
     records: list[dict] = []
-    for rnd in range(max(counts.values())):
-        for tune in order:
-            if counts[tune] <= rnd:
-                continue
+    for rnd in range(EVAL_PER_FORM):
+        for form in ACROSTIC_FORMS:
+            p = chosen[form][rnd]
             k = len(records) + 1
-            ref = refs[tune][rnd] if rnd < len(refs[tune]) else None
             held_out = k % EVAL_HELD_OUT_EVERY == 0
-            messages = [user(rng.choice(EVAL_HELD_OUT_CI if held_out else LORA_CI).format(tune=tune))]
+            heads = heads_of(p.body)
+            messages = [user(request(form, heads, EVAL_HELD_OUT_ACROSTIC if held_out else ACROSTIC, rng))]
             system = k % EVAL_SYSTEM_EVERY == 0
             if system:
-                messages.insert(0, {"role": "system", "content": rng.choice(SYSTEM_PROMPTS["ci"])})
-            records.append({"id": f"ci-{k:03d}", "task": "ci", "messages": messages, "system": system,
-                            "form": ci_form_record(tune, table[tune]["pattern"]), "title": tune,
-                            "expected": None, "first_line": None,
-                            "reference": ref.body if ref else None,
-                            "source": [{"title": ref.title, "author": ref.author}] if ref else []})
+                messages.insert(0, {"role": "system", "content": rng.choice(SYSTEM_PROMPTS["shi"])})
+            records.append({"id": f"acrostic-{k:03d}", "task": "acrostic", "messages": messages,
+                            "system": system, "form": shi_form_record(form), "title": heads,
+                            "expected": heads, "first_line": None, "reference": p.body,
+                            "source": [{"title": p.title, "author": p.author}]})
     return records
 
 
@@ -157,34 +169,34 @@ def build(corpus_dir: Path, out_dir: Path, tokens: bool = True) -> dict:
     """Write the three files into out_dir; return the figures data/README.md reports."""
     start = time.perf_counter()
     train, val, table, tunes, held_out = load_corpus(corpus_dir)
-    train_ci = make_pools(train, table, tunes, banned_lines=held_out).ci
-    val_ci = make_pools(val, table, tunes).ci
-    sets = {"train": build_conversations(train_ci, table, f"{SEED}:train"),
-            "val": build_conversations(val_ci, table, f"{SEED}:val")}
-    prompts = build_eval(val_ci, table, f"{SEED}:eval")
+    train_pools = make_pools(train, table, tunes, banned_lines=held_out)
+    train_poems = usable(train_pools.couplets)
+    val_poems = usable(make_pools(val, table, tunes).couplets)
+    chosen, rest = split_eval(val_poems, f"{SEED}:eval-poems")
+    sets = {"train": build_conversations(train_poems, f"{SEED}:train"),
+            "val": build_conversations(rest, f"{SEED}:val")}
+    prompts = build_eval(chosen, f"{SEED}:eval")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / OUTPUTS[0], sets["train"], compress=True)
     write_jsonl(out_dir / OUTPUTS[1], sets["val"], compress=True)
     write_jsonl(out_dir / OUTPUTS[2], prompts, compress=False)
 
-    in_pattern = sum(1 for p in train if p.kind == "ci" and p.title in table
-                     and list(p.pattern) == table[p.title]["pattern"])
-    figures: dict = {"table": table, "train_ci_in_pattern": in_pattern, "splits": {}}
+    # what "usable" leaves out of the train split's quatrains, by the first rule that drops them
+    unbanned = make_pools(train, table, tunes)
+    quatrains = {f: len(unbanned.shi.get(f, [])) for f in ACROSTIC_FORMS}
+    leaked = {f: quatrains[f] - len(train_pools.shi.get(f, [])) for f in ACROSTIC_FORMS}
+    figures: dict = {"train_quatrains": quatrains, "leak": leaked, "splits": {}}
     for split, rows in sets.items():
-        per_tune = collections.Counter(r["tune"] for r in rows)
-        fig = {"conversations": len(rows), "tunes": len(per_tune), "per_tune": dict(per_tune),
-               "pattern_stated": sum(map(states_pattern, rows)),
+        fig = {"conversations": len(rows), "per_form": dict(collections.Counter(r["form"] for r in rows)),
                "system": sum(r["conversations"][0]["role"] == "system" for r in rows)}
         if tokens:
             fig.update(token_figures(rows, corpus_dir / "tokenizer"))
         figures["splits"][split] = fig
-    fig = {"prompts": len(prompts), "per_tune": dict(collections.Counter(r["title"] for r in prompts)),
-           "with_reference": sum(r["reference"] is not None for r in prompts),
+    fig = {"prompts": len(prompts), "per_form": dict(collections.Counter(r["form"]["name"] for r in prompts)),
            "held_out_phrasing": sum(i % EVAL_HELD_OUT_EVERY == 0 for i in range(1, len(prompts) + 1)),
            "system": sum(r["system"] for r in prompts)}
     if tokens:
-        refs = [{"conversations": r["messages"] + [assistant(r["reference"])]} for r in prompts
-                if r["reference"] is not None]
+        refs = [{"conversations": r["messages"] + [assistant(r["reference"])]} for r in prompts]
         fig["reference_reply_max"] = token_figures(refs, corpus_dir / "tokenizer")["reply_max"]
     figures["eval"] = fig
     figures["seconds"] = time.perf_counter() - start
@@ -197,33 +209,27 @@ def main() -> None:
                     help="folder with pretrain_poetry_*.jsonl.gz and tokenizer/")
     ap.add_argument("--out-dir", type=Path, default=HERE)
     ap.add_argument("--no-tokens", action="store_true", help="skip the token counts")
-    ap.add_argument("--table", action="store_true", help="print the per-tune counts as Markdown")
     args = ap.parse_args()
     fig = build(args.corpus_dir, args.out_dir, tokens=not args.no_tokens)
-    table = fig["table"]
-    print(f"词牌 table: {len(table)} tunes; {fig['train_ci_in_pattern']:,} train ci in their tune's "
-          f"pattern, {fig['train_ci_in_pattern'] - fig['splits']['train']['conversations']:,} left out "
-          f"(they share a line with the validation split)")
+    q, leak = fig["train_quatrains"], fig["leak"]
+    per_form = fig["splits"]["train"]["per_form"]
+    print("train quatrains: " + "; ".join(
+        f"{f} {q[f]:,}, {leak[f]} share a line with the validation split, "
+        f"{q[f] - leak[f] - per_form.get(f, 0):,} not one couplet per line or a repeated body"
+        for f in ACROSTIC_FORMS))
     for split, f in fig["splits"].items():
-        counts = sorted(f["per_tune"].values())
-        print(f"[{split}] {f['conversations']:,} conversations of {f['tunes']} tunes (per tune "
-              f"{counts[0]}–{counts[-1]}); {f['pattern_stated']:,} state the pattern, "
-              f"{f['system']:,} have a system prompt")
+        print(f"[{split}] {f['conversations']:,} conversations ("
+              + ", ".join(f"{form} {f['per_form'].get(form, 0):,}" for form in ACROSTIC_FORMS)
+              + f"); {f['system']:,} have a system prompt")
         if "tokens" in f:
             print(f"  tokens {f['tokens']:,} (replies {f['assistant_tokens']:,}), per conversation mean "
                   f"{f['mean']:.1f}, max {f['max']}; {f['over_max_seq_len']} over {MAX_SEQ_LEN}; "
                   f"longest reply {f['reply_max']} tokens")
     e = fig["eval"]
-    print(f"[eval] {e['prompts']} prompts of {len(e['per_tune'])} tunes; {e['with_reference']} with a "
-          f"validation reference; {e['held_out_phrasing']} held-out phrasings; {e['system']} with a "
-          f"system prompt" + (f"; longest reference {e['reference_reply_max']} tokens"
-                              if "reference_reply_max" in e else ""))
-    if args.table:
-        val, prompts = fig["splits"]["val"]["per_tune"], e["per_tune"]
-        print("\n| 词牌 | 训练 | 留出 | 评测 |\n|---|---:|---:|---:|")
-        for tune in sorted(table, key=lambda t: (-table[t]["poems"], t)):
-            print(f"| {tune} | {fig['splits']['train']['per_tune'].get(tune, 0)} | {val.get(tune, 0)} "
-                  f"| {prompts[tune]} |")
+    print(f"[eval] {e['prompts']} prompts ("
+          + ", ".join(f"{form} {e['per_form'].get(form, 0)}" for form in ACROSTIC_FORMS)
+          + f"); {e['held_out_phrasing']} held-out phrasings; {e['system']} with a system prompt"
+          + (f"; longest reference {e['reference_reply_max']} tokens" if "reference_reply_max" in e else ""))
     print(f"done in {fig['seconds']:.1f} s")
 
 

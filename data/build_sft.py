@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbook.eval.forms import HAN, SHI_FORMS, clauses, form_of_pattern, pattern_of
-from workbook.eval.tasks import TASKS
+from workbook.eval.tasks import SFT_TASKS as TASKS  # the six SFT tasks (TASKS also holds the LoRA task)
 
 HERE = Path(__file__).resolve().parent
 SEED = "minimind-workbook-sft-v1"

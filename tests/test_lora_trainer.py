@@ -1,13 +1,13 @@
 """python -m workbook.train.lora: only the adapters train and are saved; exact resume; torchrun.
 
 A tiny model is pretrained for a few steps and used as the starting point (the shape comes from
-the config JSON beside it); the LoRA runs train on the shipped held-out ci conversations."""
+the config JSON beside it); the LoRA runs train on the shipped held-out acrostic conversations."""
 import pytest
 import torch
 
 from tests.helpers import ROOT, kill_and_resume, run_py
 
-CI_VAL = str(ROOT / "data" / "lora_ci_val.jsonl.gz")
+ACROSTIC_VAL = str(ROOT / "data" / "lora_acrostic_val.jsonl.gz")
 TINY = ["--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "4",
         "--num_key_value_heads", "2"]
 COMMON = ["--max_seq_len", "128", "--batch_size", "8", "--num_workers", "0", "--dtype", "float32",
@@ -27,7 +27,7 @@ def start(tmp_path_factory):
 
 def lora_args(save_dir, start, *extra):
     return ["-m", "workbook.train.lora", "--save_dir", str(save_dir), "--from_weight", str(start),
-            "--data_path", CI_VAL, "--lora_name", "lora_ci", *COMMON, *extra]
+            "--data_path", ACROSTIC_VAL, "--lora_name", "lora_acrostic", *COMMON, *extra]
 
 
 def test_only_the_adapters_train_and_are_saved(start, tmp_path):
@@ -36,13 +36,13 @@ def test_only_the_adapters_train_and_are_saved(start, tmp_path):
                  mode="solutions")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "训练其中" in out.stdout  # the log says how much of the model trains
-    adapter = torch.load(tmp_path / "lora_ci_64.pth", weights_only=True)
+    adapter = torch.load(tmp_path / "lora_acrostic_64.pth", weights_only=True)
     assert adapter and all(".lora." in k for k in adapter), sorted(adapter)[:5]
     # MiniMind's rule on this config (hidden 64, 4 heads, 2 kv heads): q_proj and o_proj are square
     layers = {k.rsplit(".lora.", 1)[0] for k in adapter}
     assert layers == {f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "o_proj")}
     assert all(v.shape[0] == 4 or v.shape[1] == 4 for v in adapter.values())  # rank 4
-    state = torch.load(tmp_path / "lora_ci_64_resume.pth", weights_only=True)
+    state = torch.load(tmp_path / "lora_acrostic_64_resume.pth", weights_only=True)
     base = torch.load(start, weights_only=True)
     # the base is frozen: every base weight in the resume state is the starting weight
     for k, v in base.items():
@@ -62,11 +62,11 @@ def test_compile_is_refused_with_lora(start, tmp_path):
 
 @pytest.mark.slow
 def test_lora_resumes_exactly_after_kill(start, tmp_path):
-    # 167 conversations / batch 8 = 21 micro-steps an epoch: 3 epochs, so the run crosses epoch
+    # 147 conversations / batch 8 = 19 micro-steps an epoch: 3 epochs, so the run crosses epoch
     # boundaries (and the flush of a partial accumulation) before and after the kill
     common = ["--max_steps", "24", "--epochs", "3", "--accumulation_steps", "2", "--log_interval", "2",
               "--save_interval", "8", "--learning_rate", "1e-2", "--samples", "0"]
-    full, _, saved_at = kill_and_resume(lambda d, *x: lora_args(d, start, *common, *x), "lora_ci_64", tmp_path)
+    full, _, saved_at = kill_and_resume(lambda d, *x: lora_args(d, start, *common, *x), "lora_acrostic_64", tmp_path)
     assert len(full["train"]) >= 24 and 0 < saved_at < 48
 
 
@@ -78,4 +78,4 @@ def test_lora_under_torchrun_with_two_ranks(start, tmp_path):
                  mode="solutions", timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "2 个进程" in out.stdout
-    assert all(".lora." in k for k in torch.load(tmp_path / "lora_ci_64.pth", weights_only=True))
+    assert all(".lora." in k for k in torch.load(tmp_path / "lora_acrostic_64.pth", weights_only=True))

@@ -12,8 +12,9 @@ import torch
 from tests.helpers import ROOT, run_py
 from workbook import _modes
 from workbook.data.validate import DataError, check_chat_data, describe
-from workbook.eval import TASKS, evaluate, format_table, grade_answer, load_prompts
+from workbook.eval import evaluate, format_table, grade_answer, load_prompts
 from workbook.eval.forms import clauses, matches_pattern, named_form, shi_form
+from workbook.eval.tasks import SFT_TASKS  # the six tasks of the SFT data (TASKS adds the LoRA task)
 
 DATA = ROOT / "data"
 TRAIN, VAL = DATA / "sft_poetry_train.jsonl.gz", DATA / "sft_poetry_val.jsonl.gz"
@@ -62,7 +63,7 @@ def test_every_conversation_is_valid_chat_data():
 def test_task_counts_are_those_the_readme_states(train):
     readme = (DATA / "README.md").read_text(encoding="utf-8")
     val = conversations(VAL)
-    for task in TASKS:
+    for task in SFT_TASKS:
         n_train = sum(r["task"] == task for r in train)
         n_val = sum(r["task"] == task for r in val)
         assert n_train == build_sft.TRAIN_COUNTS[task] and n_val == build_sft.VAL_COUNTS[task], task
@@ -98,10 +99,10 @@ def test_no_validation_poem_reaches_the_training_conversations(train, prompts):
 
 def test_eval_prompts_cover_every_task_and_their_references_pass(prompts):
     assert len(prompts) >= 100
-    for task in TASKS:
+    for task in SFT_TASKS:
         assert sum(p["task"] == task for p in prompts) >= 15, task
     # interleaved: the first six prompts are one of each task (so --limit N covers every task)
-    assert [p["task"] for p in prompts[:6]] == list(TASKS)
+    assert [p["task"] for p in prompts[:6]] == list(SFT_TASKS)
     for p in prompts:  # the real poem / the right answer scores as correct
         assert grade_answer(p["task"], p, p["reference"], stopped=True)["pass"], p["id"]
 
@@ -183,6 +184,37 @@ def test_grader_name_form_title_and_continue():
         grade_answer("poem", rec, "", True)
 
 
+def test_grader_checks_the_heads_of_an_acrostic():
+    # 静夜思 read as an acrostic: its heads are 床疑举低
+    rec = {"task": "acrostic", "title": "床疑举低", "expected": "床疑举低",
+           "form": {"name": "五言绝句", "pattern": [5, 5, 5, 5], "lines": 4, "chars": 5}}
+    ok = grade_answer("acrostic", rec, JINGYESI, stopped=True)
+    assert ok["pass"] and ok["form"] and ok["correct"] and ok["heads"] == "床疑举低" and ok["title"] is None
+    # a missing comma: the run is cut at the form's line length, its second head still counts
+    assert grade_answer("acrostic", rec, "床前明月光疑是地上霜\n举头望明月，低头思故乡。", True)["heads"] == "床疑举低"
+    # a title line: set aside for the heads; it must be the hidden word the request gives
+    titled = grade_answer("acrostic", rec, "《床疑举低》\n" + JINGYESI, True)
+    assert titled["pass"] and titled["title"] is True
+    other_title = grade_answer("acrostic", rec, "《静夜思》李白\n" + JINGYESI, True)
+    assert other_title["correct"] and other_title["title"] is False and not other_title["pass"]
+    # the heads in another order, one head wrong: the form holds, the heads do not
+    swapped = grade_answer("acrostic", rec, "举头望明月，低头思故乡。\n床前明月光，疑是地上霜。", True)
+    assert swapped["form"] and swapped["correct"] is False and swapped["heads"] == "举低床疑" and not swapped["pass"]
+    assert grade_answer("acrostic", rec, JINGYESI.replace("低头", "抬头"), True)["correct"] is False
+    # the right heads in the wrong form: a fifth line, a line too long, a 七言 request
+    fifth = grade_answer("acrostic", rec, JINGYESI + "\n床头一盏灯。", True)
+    assert fifth["form"] is False and fifth["correct"] is False and fifth["heads"] == "床疑举低床"
+    long = grade_answer("acrostic", rec, JINGYESI.replace("床前", "床之前"), True)
+    assert long["form"] is False and long["correct"] is True and not long["pass"]
+    seven = dict(rec, form={"name": "七言绝句", "pattern": [7, 7, 7, 7], "lines": 4, "chars": 7})
+    assert not grade_answer("acrostic", seven, JINGYESI, True)["form"]
+    # nothing written, or cut off: no pass
+    empty = grade_answer("acrostic", rec, "", True)
+    assert empty["heads"] == "" and empty["correct"] is False and not empty["pass"]
+    cut = grade_answer("acrostic", rec, JINGYESI, stopped=False)
+    assert cut["form"] and cut["correct"] and not cut["pass"]
+
+
 # ---- evaluate on a tiny random model ------------------------------------------------------------
 
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -212,12 +244,12 @@ def test_evaluate_batches_exactly_and_reports_every_task(prompts):
     batched = evaluate(model, tok, chosen, max_new_tokens=4, batch_size=8)
     single = evaluate(model, tok, chosen, max_new_tokens=4, batch_size=1)
     assert [a["answer"] for a in batched["answers"]] == [a["answer"] for a in single["answers"]]
-    assert set(batched["tasks"]) == set(TASKS)
+    assert set(batched["tasks"]) == set(SFT_TASKS)
     for rates in batched["tasks"].values():
         assert rates["n"] >= 1 and 0 <= rates["pass"] <= 1 and 0 <= rates["stopped"] <= 1
     assert batched["settings"]["greedy"] and len(batched["answers"]) == len(chosen)
     table = format_table(batched)
-    assert all(label in table for label in TASKS.values()) and "全部 (all)" in table
+    assert all(label in table for label in SFT_TASKS.values()) and "全部 (all)" in table
     assert model.training  # evaluate put the model back as it found it
 
 
@@ -233,7 +265,7 @@ def test_eval_command_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "按词牌填词" in out.stdout and "停止 stopped" in out.stdout
     data = json.loads(report.read_text(encoding="utf-8"))
-    assert set(data["tasks"]) == set(TASKS) and data["settings"]["prompts"] == 6
+    assert set(data["tasks"]) == set(SFT_TASKS) and data["settings"]["prompts"] == 6
     assert data["settings"]["config"].endswith("tiny_64_config.json")
 
 

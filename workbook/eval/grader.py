@@ -1,9 +1,10 @@
-"""Rule-based scores of one answer to one prompt of ``data/sft_eval_prompts.jsonl``.
+"""Rule-based scores of one answer to one prompt of ``data/sft_eval_prompts.jsonl`` (or of
+``data/lora_eval_prompts.jsonl``, the acrostic prompts).
 
 No model judges here: every score is a rule a learner can check by eye.
 
 - **stopped** — the generation ended with ``<|im_end|>`` (eos) before ``max_new_tokens``.
-- **form** (form_poem, ci, continue, multi_turn) — the answer's clauses fit the expected
+- **form** (form_poem, ci, continue, multi_turn, acrostic) — the answer's clauses fit the expected
   pattern (:func:`workbook.eval.forms.matches_pattern`): the right number of lines, each of the
   right length; punctuation-tolerant (any punctuation separates, a missing comma between two
   clauses is forgiven), and for a ci the 词牌's line-length pattern.  A title line
@@ -11,10 +12,13 @@ No model judges here: every score is a rule a learner can check by eye.
   is forgiven.
 - **title** — give_title: the answer's first line holds a title in 《》 of 1–16 characters
   (Chinese characters or "·"); ``exact`` says whether it is the poem's real title (reported,
-  not required).  form_poem / ci: graded only when the answer writes a title line — then it
-  must be the title / 词牌 asked for; without one it is None (the training answers have none).
+  not required).  form_poem / ci / acrostic: graded only when the answer writes a title line —
+  then it must be the title / 词牌 asked for (acrostic: the hidden word, which the request gives
+  in 《》); without one it is None (the training answers have none).
 - **correct** (name_form) — the first form the answer names (五言绝句 … 七言律诗, or 《词牌》)
-  is the poem's.
+  is the poem's.  (acrostic) — the heads, the first character of each line (句) in order, are
+  the requested ones ("expected"), read below a title line as the form is; where a missing
+  comma joins two lines of an answer that fits the form, they are cut at the form's line length.
 - **pass** — stopped, every required check of the task True (:data:`workbook.eval.tasks.CHECKS`)
   and no other check False.
 """
@@ -45,12 +49,27 @@ def _form_scores(task: str, record: dict, answer: str) -> dict:
             runs = _drop_chars(runs, len(first))
     lengths = [len(r) for r in runs]
     out = {"lines": lengths, "form": matches_pattern(lengths, record["form"]["pattern"])}
+    if task == "acrostic":
+        out["heads"] = "".join(_heads(runs, record["form"]["pattern"], out["form"]))
+        out["correct"] = out["heads"] == record["expected"]
     if task in TITLE_IF_WRITTEN:
         asked = record.get("title")
         out["written_title"] = title
         out["title"] = None if title is None or asked is None else (
             _same_tune(title, asked) if task == "ci" else title == asked)
     return out
+
+
+def _heads(runs: list[str], pattern: list[int], fits: bool) -> list[str]:
+    """The first character of each line: of each clause of the pattern when the runs fit it
+    ("春风…柳江…" joined by a missing comma still has two heads), else of each run."""
+    if not fits:
+        return [run[0] for run in runs]
+    text, heads, at = "".join(runs), [], 0
+    for n in pattern:
+        heads.append(text[at])
+        at += n
+    return heads
 
 
 def _drop_chars(runs: list[str], n: int) -> list[str]:
@@ -76,7 +95,7 @@ def grade_answer(task: str, prompt_record: dict, answer_text: str, stopped: bool
         stopped: True when the generation ended with ``<|im_end|>`` before max_new_tokens.
     Returns: ``{"task", "pass", "stopped", "form", "title", "correct", …}``: each check is
         True / False, or None when the task is not graded on it; plus details ("lines": the
-        answer's clause lengths, "written_title", "named", "exact").
+        answer's clause lengths, "written_title", "named", "exact", "heads").
     """
     if task not in TASKS:
         raise ValueError(f"不认识的任务 (unknown task) {task!r}：应该是 {', '.join(TASKS)} 之一")
