@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # writes it.  Two set-ups months apart install the same versions.
 LOCK   := constraints.txt
 
-.PHONY: setup lab test test-fast clean showcase lock base-model sft-demo lora-demo
+.PHONY: setup lab test test-fast clean showcase lock base-model sft-demo lora-demo dpo-demo distill-demo
 
 setup: $(STAMP)
 
@@ -125,3 +125,14 @@ sft-demo: setup
 # data/base/lora_compare.json.
 lora-demo: setup
 	WORKBOOK_IMPL=solutions $(PY) bench/lora_compare.py --report data/base/lora_compare.json $(LORA_ARGS)
+
+# Stage 16's measured effect: DPO from data/base/full_sft_320.pth on the offline preference pairs,
+# summed log-prob at β 0.1 and 0.5 and MiniMind's mean at β 0.1, same steps and seed, with the
+# reference code; reward accuracy on the held-out pairs, the stage-14 grader, the SFT poems' loss.
+dpo-demo: setup
+	WORKBOOK_IMPL=solutions $(PY) bench/dpo_compare.py --report data/base/dpo_compare.json $(DPO_ARGS)
+
+# Stage 17's measured effect: a 128-wide, 4-layer student from scratch on the SFT conversations,
+# CE alone against the shipped SFT model as teacher at T = 1 and 2 (α 0.5), same steps and seed.
+distill-demo: setup
+	WORKBOOK_IMPL=solutions $(PY) bench/distill_compare.py --report data/base/distill_compare.json $(DISTILL_ARGS)

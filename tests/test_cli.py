@@ -104,3 +104,20 @@ def test_a_stage_that_runs_reference_code_is_not_counted_as_done():
     assert "参考实现" in row13 and "通过" not in row13
     assert f"已完成 0/{len(STAGES)}" in out.stdout and "00-13 用的是参考实现" in out.stdout
     assert "第二部分" in out.stdout  # progress lists Part 2
+
+
+def test_progress_counts_minimind_trainers_rebuilt_with_the_learners_code():
+    from types import SimpleNamespace
+
+    from workbook.progress import trainers_line
+
+    def res(done_ids):
+        return [SimpleNamespace(stage=s, done=s.id in done_ids) for s in STAGES]
+
+    assert "0/5" in trainers_line(res(set())) and "· train_dpo.py" in trainers_line(res(set()))
+    # pretrain needs the model head, the dataset, the loop and DDP; SFT its own stage on top
+    line = trainers_line(res({"08", "10", "11", "12", "14"}))
+    assert "2/5" in line and "✓ train_pretrain.py" in line and "✓ train_full_sft.py" in line
+    assert "· train_lora.py" in line
+    line = trainers_line(res({s.id for s in STAGES}))
+    assert "5/5" in line and "全部训练脚本都用你自己的代码重写了" in line

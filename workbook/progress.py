@@ -53,6 +53,15 @@ def results(mode: str | None = None, timeout: float | None = None,
     return [got[s.id] for s in stages.STAGES]
 
 
+def trainers_line(res: list[harness.Result]) -> str:
+    """MiniMind's five trainers: ✓ where every stage a trainer runs on passes with the learner's code."""
+    done = {r.stage.id for r in res if r.done}
+    marks = [f"{'✓' if set(needs) <= done else '·'} {script}" for script, _, needs in stages.TRAINERS]
+    rebuilt = sum(m.startswith("✓") for m in marks)
+    tail = "：MiniMind 的全部训练脚本都用你自己的代码重写了" if rebuilt == len(marks) else ""
+    return f"MiniMind 的五个训练脚本 (trainers)，{rebuilt}/{len(marks)} 已用你的代码重写{tail}：" + "  ".join(marks)
+
+
 def table(res: list[harness.Result] | None = None) -> str:
     res = results() if res is None else res
     title_w = max(_width(r.stage.title) for r in res) + 2
@@ -67,7 +76,7 @@ def table(res: list[harness.Result] | None = None) -> str:
         lines.append(f"  {r.stage.id:<6}{_pad(r.stage.title, title_w)}{_LABEL[r.status]}")
     done = sum(r.done for r in res)
     open_ = [r for r in res if r.status != harness.SOON]
-    lines += ["", f"已完成 {done}/{len(open_)} 个开放的阶段。"]
+    lines += ["", f"已完成 {done}/{len(open_)} 个开放的阶段。", trainers_line(res)]
     challenge = sorted(sid for sid, level in recorded_levels().items() if level == "challenge")
     if challenge:
         lines.append(f"挑战级 (challenge) 的阶段：{'、'.join(challenge)}（其余是引导级 (guided)）")

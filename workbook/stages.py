@@ -74,6 +74,16 @@ BY_ID: dict[str, Stage] = {s.id: s for s in STAGES}
 PARTS = {1: "第一部分：从零搭起 MiniMind 并预训练 (Part 1: build & pretrain)",
          2: "第二部分：后训练 (Part 2: post-training, MiniMind 的另外四个训练脚本)"}
 
+# MiniMind's five trainers, the workbook command that rebuilds each, and the stages whose code it
+# runs on: a trainer counts as rebuilt when all of them pass with the learner's own code.
+TRAINERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("train_pretrain.py", "workbook.train.pretrain", ("08", "10", "11", "12")),
+    ("train_full_sft.py", "workbook.train.full_sft", ("14",)),
+    ("train_lora.py", "workbook.train.lora", ("15",)),
+    ("train_dpo.py", "workbook.train.dpo", ("16",)),
+    ("train_distillation.py", "workbook.train.distillation", ("17",)),
+)
+
 # dotted module (relative to `workbook`) -> stage id
 MODULE_STAGE: dict[str, str] = {m: s.id for s in STAGES for m in s.modules}
 
