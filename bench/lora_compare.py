@@ -1,16 +1,17 @@
 """LoRA at two ranks against full fine-tuning, on the same data, steps and seed (stage 15).
 
-    python bench/lora_compare.py [--steps 300] [--out out/lora] [--report data/base/lora_compare.json]
+    python bench/lora_compare.py [--task identity|acrostic] [--steps N] [--report data/base/lora_compare.json]
 
-From the shipped SFT model (data/base/full_sft_320.pth), each run trains on the acrostic-poem
-conversations (data/lora_acrostic_train.jsonl.gz: a 五言/七言绝句 whose line heads are the
-requested characters) with the workbook's trainers (whatever WORKBOOK_IMPL selects; `make
-lora-demo` uses the reference), then the grader scores:
-- the task: the 120 held-out acrostic requests (data/lora_eval_prompts.jsonl), max 96 new tokens
-  (the longest reference poem is 37 tokens with its <|im_end|>);
-- forgetting: the stage-14 prompts (data/sft_eval_prompts.jsonl) on every task.
-It prints a table (trainable parameters, optimizer-state memory, wall time, task pass rate,
-stage-14 pass rate) and writes the figures to a JSON report.
+From the shipped SFT model (data/base/full_sft_320.pth), each run trains on one task's
+conversations with the workbook's trainers (whatever WORKBOOK_IMPL selects; `make lora-demo` uses
+the reference), then the grader scores:
+- the task, on its held-out requests;
+- forgetting: the stage-14 prompts (data/sft_eval_prompts.jsonl).
+Tasks (see data/README.md): ``identity`` (the default, MiniMind's lora_identity: the model says
+who it is; 64 conversations, 100 steps) and ``acrostic`` (藏头诗: the heads of a quatrain spell
+the requested word; 14,794 conversations, 300 steps — it did not move in that budget).
+It prints a table (trainable parameters, optimizer-state memory, wall time, validation loss, task
+pass rate, stage-14 pass rate) and writes the figures to a JSON report.
 """
 from __future__ import annotations
 
@@ -24,11 +25,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START = ROOT / "data" / "base" / "full_sft_320.pth"
-TASK_MAX_NEW_TOKENS = 96  # a 4-line poem is at most ~40 tokens: room for a title line, bounds a runaway
+# per task: data, the grader's prompts, max_new_tokens, max_seq_len, steps, epochs (enough to reach the steps)
+TASKS = {
+    # the longest answer is 97 tokens (+ <|im_end|>), the longest conversation 161
+    "identity": {"train": "lora_identity_train.jsonl.gz", "val": "lora_identity_val.jsonl.gz",
+                 "prompts": "lora_identity_eval_prompts.jsonl", "max_new_tokens": 128, "max_seq_len": 176,
+                 "steps": 100, "epochs": 100},
+    # a 4-line poem is at most ~40 tokens: room for a title line, bounds a runaway
+    "acrostic": {"train": "lora_acrostic_train.jsonl.gz", "val": "lora_acrostic_val.jsonl.gz",
+                 "prompts": "lora_eval_prompts.jsonl", "max_new_tokens": 96, "max_seq_len": 224,
+                 "steps": 300, "epochs": 1},
+}
 
 
-def train(kind: str, rank: int | None, out: Path, steps: int, lr: float, common: list[str]) -> dict:
-    name = f"lora_acrostic_r{rank}" if kind == "lora" else "full_acrostic"
+def train(kind: str, rank: int | None, out: Path, steps: int, lr: float, common: list[str], task: str) -> dict:
+    name = f"lora_{task}_r{rank}" if kind == "lora" else f"full_{task}"
     module = "workbook.train.lora" if kind == "lora" else "workbook.train.full_sft"
     extra = ["--lora_name", name, "--lora_rank", str(rank)] if kind == "lora" else ["--save_weight", name]
     cmd = [sys.executable, "-m", module, "--from_weight", str(START), "--save_dir", str(out),
@@ -62,7 +73,8 @@ def grade(weights: Path, prompts: Path, lora: Path | None, max_new_tokens: int) 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=300, help="optimizer steps of every run")
+    ap.add_argument("--task", default="identity", choices=sorted(TASKS))
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps of every run (default: the task's)")
     ap.add_argument("--ranks", default="4,16", help="the LoRA ranks to compare")
     ap.add_argument("--lora_lr", type=float, default=2e-3)
     ap.add_argument("--full_lr", type=float, default=5e-4)
@@ -70,27 +82,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", default="out/lora/lora_compare.json")
     args = ap.parse_args(argv)
     out = (ROOT / args.out).resolve()
-    common = ["--data_path", str(ROOT / "data" / "lora_acrostic_train.jsonl.gz"),
-              "--val_path", str(ROOT / "data" / "lora_acrostic_val.jsonl.gz"), "--epochs", "1",
-              "--batch_size", "16", "--accumulation_steps", "1", "--max_seq_len", "224",
+    task = TASKS[args.task]
+    steps = args.steps or task["steps"]
+    common = ["--data_path", str(ROOT / "data" / task["train"]),
+              "--val_path", str(ROOT / "data" / task["val"]), "--epochs", str(task["epochs"]),
+              "--batch_size", "16", "--accumulation_steps", "1", "--max_seq_len", str(task["max_seq_len"]),
               "--log_interval", "50", "--save_interval", "100", "--eval_interval", "100", "--eval_batches", "11",
               "--num_workers", "1", "--dtype", "bfloat16", "--device", "cpu", "--samples", "0", "--no_progress",
               "--seed", "42"]
-    task_prompts = ROOT / "data" / "lora_eval_prompts.jsonl"
+    task_prompts = ROOT / "data" / task["prompts"]
     sft_prompts = ROOT / "data" / "sft_eval_prompts.jsonl"
     rows = [{"kind": "sft (start)", "rank": None, "trainable_params": 0, "optimizer_state_bytes": 0,
-             "seconds": 0.0, "task": grade(START, task_prompts, None, TASK_MAX_NEW_TOKENS),
+             "seconds": 0.0, "task": grade(START, task_prompts, None, task["max_new_tokens"]),
              "stage14": grade(START, sft_prompts, None, 128)}]
     runs = [("lora", int(r), args.lora_lr) for r in args.ranks.split(",")] + [("full", None, args.full_lr)]
     for kind, rank, lr in runs:
-        row = train(kind, rank, out, args.steps, lr, common)
+        row = train(kind, rank, out, steps, lr, common, args.task)
         lora = Path(row["weights"]) if kind == "lora" else None
-        row["task"] = grade(Path(row["weights"]), task_prompts, lora, TASK_MAX_NEW_TOKENS)
+        row["task"] = grade(Path(row["weights"]), task_prompts, lora, task["max_new_tokens"])
         row["stage14"] = grade(Path(row["weights"]), sft_prompts, lora, 128)
         row["learning_rate"] = lr
         rows.append(row)
-    report = {"steps": args.steps, "batch_size": 16, "max_seq_len": 224, "start": str(START.relative_to(ROOT)),
-              "data": "data/lora_acrostic_train.jsonl.gz", "rows": rows,
+    report = {"task": args.task, "steps": steps, "batch_size": 16, "max_seq_len": task["max_seq_len"],
+              "start": str(START.relative_to(ROOT)), "data": f"data/{task['train']}", "rows": rows,
               "env": {"WORKBOOK_IMPL": os.environ.get("WORKBOOK_IMPL", "learner"), "cpu_count": os.cpu_count()}}
     path = (ROOT / args.report)
     path.parent.mkdir(parents=True, exist_ok=True)

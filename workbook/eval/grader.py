@@ -19,6 +19,7 @@ No model judges here: every score is a rule a learner can check by eye.
   is the poem's.  (acrostic) — the heads, the first character of each line (句) in order, are
   the requested ones ("expected"), read below a title line as the form is; where a missing
   comma joins two lines of an answer that fits the form, they are cut at the form's line length.
+  (identity) — the answer says the model's name ("expected", "MiniMind").
 - **pass** — stopped, every required check of the task True (:data:`workbook.eval.tasks.CHECKS`)
   and no other check False.
 """
@@ -107,6 +108,8 @@ def grade_answer(task: str, prompt_record: dict, answer_text: str, stopped: bool
         named = named_form(answer_text)
         scores["named"] = named
         scores["correct"] = named == prompt_record["expected"]
+    elif task == "identity":
+        scores["correct"] = prompt_record["expected"] in answer_text
     elif task == "give_title":
         first_line = answer_text.strip().split("\n", 1)[0]
         m = _TITLE.search(first_line)

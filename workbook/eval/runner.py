@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .grader import grade_answer
-from .tasks import METRICS, TASKS
+from .tasks import CHECKS, METRICS, TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PROMPTS = ROOT / "data" / "sft_eval_prompts.jsonl"
@@ -33,7 +33,8 @@ def load_prompts(path: str | Path = DEFAULT_PROMPTS, limit: int | None = None) -
     """The prompt records of ``sft_eval_prompts.jsonl`` (the first `limit` of them).
 
     DataError ("file:line: …") for a line that is not a prompt record: malformed JSON, an unknown
-    "task", "messages" that are not a valid chat ending with a user message, or no "form".
+    "task", "messages" that are not a valid chat ending with a user message, or no "form" where
+    the task is graded on it.
     """
     from workbook.data.validate import DataError, decode_json_line, read_jsonl_lines
 
@@ -50,7 +51,8 @@ def load_prompts(path: str | Path = DEFAULT_PROMPTS, limit: int | None = None) -
                 isinstance(m, dict) and isinstance(m.get("content"), str) for m in msgs)
                 or msgs[-1].get("role") != "user"):
             raise DataError(path, '"messages" 应该是一串 {"role", "content"}，最后一条是 user 的提问', lineno)
-        if not isinstance(rec.get("form"), dict) or not isinstance(rec["form"].get("pattern"), list):
+        if "form" in CHECKS[rec["task"]] and (not isinstance(rec.get("form"), dict)
+                                             or not isinstance(rec["form"].get("pattern"), list)):
             raise DataError(path, '缺少 "form" (missing form)：{"name", "pattern", ...}', lineno)
         rec.setdefault("id", f"{rec['task']}-{lineno}")
         records.append(rec)

@@ -11,9 +11,10 @@ shares (``workbook.train.trainer``).  What LoRA changes:
   the resume file still holds the whole state, so a resume is exact;
 - no torch.compile: the adapted layers' forward is patched (MiniMind disables it too).
 
-The data are conversations, as for SFT.  The shipped task: the acrostic poem (藏头诗), a
-quatrain whose line heads spell the requested characters (``data/lora_acrostic_*.jsonl.gz``), a
-skill the SFT data never taught.
+The data are conversations, as for SFT.  The default task is MiniMind's own first adapter,
+``lora_identity``: the model learns to say who it is (``data/lora_identity_*.jsonl.gz``, 64
+conversations), which the SFT model never learnt.  A harder one ships beside it: the acrostic poem
+(藏头诗, ``data/lora_acrostic_*.jsonl.gz``), for ``--data_path`` / ``--val_path``.
 """
 from __future__ import annotations
 
@@ -23,12 +24,11 @@ from . import trainer
 from .chat import check_data, describe_data, make_dataset, sample_answers  # noqa: F401 (Task hooks)
 from .trainer import IN_REPO, ROOT, ConfigError, Task
 
-DEFAULT_DATA = ROOT / "data" / "lora_acrostic_train.jsonl.gz" if IN_REPO else ""
-DEFAULT_VAL = ROOT / "data" / "lora_acrostic_val.jsonl.gz" if IN_REPO else ""
-# four acrostic requests (heads of no poem in the data) and one ordinary request: does it still write plainly?
-REQUESTS = ["以《春江花月》为题，写一首五言绝句藏头诗。", "藏头诗：《山高水长》。请写成一首七言绝句。",
-            "写一首藏头诗《风花雪月》，七言绝句。", "用《明月清风》作一首五言绝句，四个字要藏在四句的句首。",
-            "写一首五言绝句，题目是《山中秋夜》。"]
+DEFAULT_DATA = ROOT / "data" / "lora_identity_train.jsonl.gz" if IN_REPO else ""
+DEFAULT_VAL = ROOT / "data" / "lora_identity_val.jsonl.gz" if IN_REPO else ""
+# two questions the data never asks, and two ordinary requests: does it still write poems?
+REQUESTS = ["请问你是谁？", "你叫啥？", "写一首五言绝句，题目是《山中秋夜》。", "以《浣溪沙》为词牌写一首词。",
+            "以《春江花月》为题，写一首五言绝句藏头诗。"]
 
 
 def extra_arguments(p) -> None:
