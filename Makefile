@@ -119,10 +119,10 @@ sft-demo: setup
 	cp $(SFT_OUT)/full_sft_320_loss.png data/base/sft_loss.png
 	cp $(SFT_OUT)/full_sft_320_summary.json data/base/sft_summary.json
 
-# Stage 15's measured comparison: LoRA at ranks 4 and 16 and full fine-tuning, same data (the
-# acrostic poem, 藏头诗), steps and seed, from data/base/full_sft_320.pth, with the reference code;
-# each scored on the task and on the stage-14 prompts (forgetting).  The report goes to
-# data/base/lora_compare.json.
+# Stage 15's measured comparison: LoRA at ranks 4 and 16 and full fine-tuning, same data (MiniMind's
+# lora_identity: the model says who it is), steps and seed, from data/base/full_sft_320.pth, with the
+# reference code; each scored on the task and on the stage-14 prompts (forgetting).  The report goes
+# to data/base/lora_compare.json.  LORA_ARGS="--task acrostic --steps 2000" tries the harder task.
 lora-demo: setup
 	WORKBOOK_IMPL=solutions $(PY) bench/lora_compare.py --report data/base/lora_compare.json $(LORA_ARGS)
 
