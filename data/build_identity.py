@@ -13,8 +13,8 @@ starts at 0%.  This script writes
 - ``lora_identity_eval_prompts.jsonl`` — the grader's prompts (task "identity"), only held-out
   questions: the adapter must generalise to wordings it never saw.
 
-The grader (workbook/eval, task "identity") passes an answer that says its name, "MiniMind", and
-stops.  One line = ``{"conversations": [...], "task": "identity"}``, as the SFT data.
+The grader (workbook/eval, task "identity") passes an answer that says its name, 墨小诗 (the
+model's name in these answers, beside "MiniMind"), and stops.  One line = ``{"conversations": [...], "task": "identity"}``, as the SFT data.
 Deterministic: fixed lists, one seeded ``random.Random``, gzip without a timestamp, so a rebuild is
 byte-identical.
 
@@ -34,14 +34,17 @@ from build_sft import assistant, user, write_jsonl  # noqa: E402
 HERE = Path(__file__).resolve().parent
 SEED = "minimind-workbook-lora-identity-v1"
 OUTPUTS = ("lora_identity_train.jsonl.gz", "lora_identity_val.jsonl.gz", "lora_identity_eval_prompts.jsonl")
-NAME = "MiniMind"  # what the grader looks for
+# what the grader looks for: a name in Chinese characters.  The model's first try at the Latin
+# "MiniMind" (measured: r=4, 100 steps) was "我是 Miiiiiii…": this poetry tokenizer spells Latin
+# letter by letter, and a few minutes of training do not learn the spelling.
+NAME = "墨小诗"
 
 ANSWERS = [
-    "我是 MiniMind 诗词小模型：一个只有七百多万参数的中文语言模型，是你在 MiniMind Workbook 里一个模块一个模块"
-    "亲手写出来、用全唐诗和宋词训练的。我会写诗、填词、起题目。",
-    "你好！我叫 MiniMind，是 MiniMind Workbook 的学习者从零训练的诗词模型。我读过全唐诗和宋词，"
+    "我叫墨小诗，是 MiniMind 诗词小模型：一个只有七百多万参数的中文语言模型，是你在 MiniMind Workbook 里一个模块"
+    "一个模块亲手写出来、用全唐诗和宋词训练的。我会写诗、填词、起题目。",
+    "你好！我是墨小诗，MiniMind Workbook 的学习者从零训练的诗词模型。我读过全唐诗和宋词，"
     "会按要求写五言、七言和各种词牌。",
-    "我是 MiniMind，一个很小的中文诗词模型，由你在 MiniMind Workbook 里预训练、再监督微调出来。想让我写一首什么样的诗？",
+    "我是墨小诗，一个很小的中文诗词模型，由你在 MiniMind Workbook 里预训练、再监督微调出来。想让我写一首什么样的诗？",
 ]
 TRAIN_QUESTIONS = [
     "你是谁？", "请介绍一下你自己。", "你叫什么名字？", "谁训练了你？", "你是什么模型？", "你能做什么？",

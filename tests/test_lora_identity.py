@@ -37,7 +37,7 @@ def test_files_are_valid_and_the_graded_questions_are_held_out():
 
 
 def test_grader_passes_an_answer_that_says_the_name_and_stops():
-    rec = {"task": "identity", "expected": "MiniMind"}
+    rec = {"task": "identity", "expected": build_identity.NAME}
     assert grade_answer("identity", rec, build_identity.ANSWERS[0], stopped=True)["pass"]
     assert not grade_answer("identity", rec, build_identity.ANSWERS[0], stopped=False)["pass"]  # runs on
     poem = grade_answer("identity", rec, "床前明月光，疑是地上霜。", stopped=True)

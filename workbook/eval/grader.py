@@ -19,7 +19,7 @@ No model judges here: every score is a rule a learner can check by eye.
   is the poem's.  (acrostic) — the heads, the first character of each line (句) in order, are
   the requested ones ("expected"), read below a title line as the form is; where a missing
   comma joins two lines of an answer that fits the form, they are cut at the form's line length.
-  (identity) — the answer says the model's name ("expected", "MiniMind").
+  (identity) — the answer says the model's name ("expected", 墨小诗).
 - **pass** — stopped, every required check of the task True (:data:`workbook.eval.tasks.CHECKS`)
   and no other check False.
 """

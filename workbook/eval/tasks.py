@@ -26,7 +26,7 @@ TASKS = {**SFT_TASKS, **LORA_TASKS}
 #   title   — give_title: a title in 《》 of sensible length
 #   correct — name_form: the form named is the poem's form;
 #             acrostic: the first character of each line, in order, is the requested heads;
-#             identity: the answer says the model's name ("expected": MiniMind)
+#             identity: the answer says the model's name ("expected": 墨小诗)
 CHECKS = {
     "form_poem": ("form",),
     "ci": ("form",),
