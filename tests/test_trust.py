@@ -81,12 +81,19 @@ def test_progress_and_export_inherit_the_time_limit(finished_tree, tmp_path):
     assert not dest.exists()
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C acts as in a terminal even when the test run itself was started in the
+    background (`cmd &` in a non-interactive shell ignores SIGINT, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_a_check_is_one_friendly_line(finished_tree):
     inject_into_norm(finished_tree, "        while True:\n            pass")
     env = dict(os.environ, WORKBOOK_IMPL="learner", PYTHONPATH=str(finished_tree), PYTHONIOENCODING="utf-8")
     try:
         proc = subprocess.Popen([sys.executable, "-m", "workbook", "check", "01"], cwd=finished_tree,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=default_sigint)
         time.sleep(6)  # the child is inside the loop by now
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
@@ -272,7 +279,7 @@ def test_ctrl_c_during_training_prints_the_resume_command(tmp_path):
     args = ["-m", "workbook.train.pretrain", "--save_dir", str(tmp_path), *TINY, "--max_steps", "100000",
             "--save_interval", "2"]
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     for line in proc.stdout:
         if "micro-step 3/" in line:  # a checkpoint exists at micro-step 2
             break
