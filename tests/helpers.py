@@ -96,3 +96,16 @@ def kill_and_resume(args_for, save_name, tmp_path, mode="solutions", timeout=120
     wb = torch.load(b / f"{save_name}.pth", weights_only=True)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     return full, resumed, saved_at
+
+
+def pretrain_tiny(save_dir, hidden: int = 64, layers: int = 2):
+    """A 4-step pretrained tiny MiniMind (reference code) to start a Part 2 trainer from: the
+    weights path; the config JSON beside it gives the trainers the shape."""
+    out = run_py(["-m", "workbook.train.pretrain", "--save_dir", str(save_dir), "--hidden_size", str(hidden),
+                  "--num_hidden_layers", str(layers), "--num_attention_heads", "4", "--num_key_value_heads", "2",
+                  "--max_seq_len", "128", "--batch_size", "8", "--num_workers", "0", "--dtype", "float32",
+                  "--no_progress", "--val_path", "", "--samples", "0",
+                  "--data_path", str(ROOT / "data" / "pretrain_poetry_val.jsonl.gz"), "--max_steps", "4",
+                  "--accumulation_steps", "1", "--save_interval", "4"], mode="solutions")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return Path(save_dir) / f"pretrain_{hidden}.pth"

@@ -5,26 +5,17 @@ Two tiny models are pretrained for a few steps: a teacher (hidden 96, 3 layers) 
 import pytest
 import torch
 
-from tests.helpers import ROOT, kill_and_resume, run_py
+from tests.helpers import ROOT, kill_and_resume, pretrain_tiny, run_py
 
 SFT_VAL = str(ROOT / "data" / "sft_poetry_val.jsonl.gz")
 COMMON = ["--max_seq_len", "128", "--batch_size", "8", "--num_workers", "0", "--dtype", "float32",
           "--no_progress", "--val_path", ""]
 
 
-def pretrain(save, hidden, layers):
-    out = run_py(["-m", "workbook.train.pretrain", "--save_dir", str(save), "--hidden_size", str(hidden),
-                  "--num_hidden_layers", str(layers), "--num_attention_heads", "4", "--num_key_value_heads", "2",
-                  *COMMON, "--samples", "0", "--data_path", str(ROOT / "data" / "pretrain_poetry_val.jsonl.gz"),
-                  "--max_steps", "4", "--accumulation_steps", "1", "--save_interval", "4"], mode="solutions")
-    assert out.returncode == 0, out.stderr[-2000:]
-    return save / f"pretrain_{hidden}.pth"
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     save = tmp_path_factory.mktemp("start")
-    return pretrain(save, 64, 2), pretrain(save, 96, 3)
+    return pretrain_tiny(save, 64, 2), pretrain_tiny(save, 96, 3)
 
 
 def dist_args(save_dir, models, *extra):

@@ -5,11 +5,9 @@ the config JSON beside it); the LoRA runs train on the shipped held-out acrostic
 import pytest
 import torch
 
-from tests.helpers import ROOT, kill_and_resume, run_py
+from tests.helpers import ROOT, kill_and_resume, pretrain_tiny, run_py
 
 ACROSTIC_VAL = str(ROOT / "data" / "lora_acrostic_val.jsonl.gz")
-TINY = ["--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-        "--num_key_value_heads", "2"]
 COMMON = ["--max_seq_len", "128", "--batch_size", "8", "--num_workers", "0", "--dtype", "float32",
           "--no_progress", "--val_path", ""]
 
@@ -17,12 +15,7 @@ COMMON = ["--max_seq_len", "128", "--batch_size", "8", "--num_workers", "0", "--
 @pytest.fixture(scope="module")
 def start(tmp_path_factory):
     """A 4-step pretrained tiny model: weights and the config JSON beside them."""
-    save = tmp_path_factory.mktemp("start")
-    out = run_py(["-m", "workbook.train.pretrain", "--save_dir", str(save), *TINY, *COMMON, "--samples", "0",
-                  "--data_path", str(ROOT / "data" / "pretrain_poetry_val.jsonl.gz"), "--max_steps", "4",
-                  "--accumulation_steps", "1", "--save_interval", "4"], mode="solutions")
-    assert out.returncode == 0, out.stderr[-2000:]
-    return save / "pretrain_64.pth"
+    return pretrain_tiny(tmp_path_factory.mktemp("start"))
 
 
 def lora_args(save_dir, start, *extra):
