@@ -68,14 +68,14 @@ class _Plan:
 def _plan(stage: stages.Stage, level: str) -> list[_Plan]:
     plans = []
     for rel in stage.files():
-        try:
-            new = stubs.text(rel, level)
-            stock = {stubs.text(rel, lv).encode("utf-8") for lv in stubs.LEVELS}
-        except OSError as e:
-            raise ResetRefused(f"找不到 {rel} 的模板 (template)：{e}。什么都没有改动。") from None
         path = REPO / rel
         old = path.read_bytes() if path.exists() else None
-        plans.append(_Plan(rel, new, old, old is None or old in stock))
+        try:
+            new = stubs.text(rel, level)
+            pristine = stubs.is_pristine(rel, old)
+        except OSError as e:
+            raise ResetRefused(f"找不到 {rel} 的模板 (template)：{e}。什么都没有改动。") from None
+        plans.append(_Plan(rel, new, old, pristine))
     return plans
 
 

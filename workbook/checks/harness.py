@@ -95,7 +95,7 @@ def _where(exc: BaseException) -> str:
 
 
 def _todo_message(exc: NotImplementedError) -> str:
-    text = str(exc) or "这个函数还是占位 (stub)"
+    text = short_text(str(exc)) or "这个函数还是占位 (stub)"
     return f"还没写 (not written yet)：{text}"
 
 
@@ -142,32 +142,60 @@ def run_one(stage: stages.Stage, impl: types.ModuleType | None = None, *,
                           time.perf_counter() - start)
         return Result(stage, status, message, time.perf_counter() - start)
 
-    try:
+    def call():
+        nonlocal impl
         if impl is None:
             if reload:
                 _modes.reload_exercises()
             impl = _load_impl(stage)
-        ref = _load_reference(stage)
-        summary = mod.check(impl, ref)
+        return mod.check(impl, _load_reference(stage))
+
+    status, message = outcome(call)
+    if status != PASS:
+        return result(status, message)
+    summary = message
+    if on_reference:
+        return result(REFERENCE, summary + "（当前模式用的是参考实现）")
+    return result(PASS, summary)
+
+
+EXCEPTION_LINES = 6  # a learner's exception text is cut to its last lines ...
+EXCEPTION_CHARS = 600  # ... and characters: it may hold anything, even a whole file
+
+
+def short_text(text: str, lines: int = EXCEPTION_LINES, chars: int = EXCEPTION_CHARS) -> str:
+    """The last `lines` lines of `text`, at most `chars` characters (marked where cut)."""
+    kept = text.rstrip().splitlines()
+    cut = len(kept) > lines
+    kept = kept[-lines:]
+    out = "\n".join(kept)
+    if len(out) > chars:
+        out, cut = out[-chars:], True
+    return ("…" + out) if cut else out
+
+
+def outcome(call) -> tuple[str, str]:
+    """Run `call()` (which imports the learner's code and runs a check) and turn every ending into
+    (status, message): PASS with the check's summary only when `call` returned."""
+    try:
+        summary = call()
     except NotImplementedError as e:
-        return result(TODO, _todo_message(e))
+        return TODO, _todo_message(e)
     except CheckFailed as e:
-        return result(FAIL, str(e))
+        return FAIL, str(e)
     except SyntaxError as e:
-        return result(FAIL, f"文件有语法错误 (SyntaxError)：{e.filename} 第 {e.lineno} 行：{e.msg}")
+        return FAIL, f"文件有语法错误 (SyntaxError)：{e.filename} 第 {e.lineno} 行：{short_text(str(e.msg))}"
     except SystemExit as e:  # sys.exit() in learner code must not end the check as a success
         where = _where(e)
-        return result(FAIL, f"你的代码在检查中调用了 sys.exit({e.code!r})：练习里的代码不能退出进程，"
-                            f"出错时请抛出异常 (raise)。" + (f"\n位置：{where}" if where else ""))
+        return FAIL, (f"你的代码在检查中调用了 sys.exit({short_text(repr(e.code), 1, 80)})：练习里的代码不能退出进程，"
+                      f"出错时请抛出异常 (raise)。" + (f"\n位置：{where}" if where else ""))
     except Exception as e:  # the learner's code crashed inside the check
         where = _where(e)
-        msg = f"你的代码在检查中抛出了异常 {type(e).__name__}: {e}"
+        msg = f"你的代码在检查中抛出了异常 {type(e).__name__}: {short_text(str(e))}"
         if where:
             msg += f"\n出错位置：{where}"
-        return result(FAIL, msg)
-    if on_reference:
-        return result(REFERENCE, (summary or "全部检查通过。") + "（当前模式用的是参考实现）")
-    return result(PASS, summary or "全部检查通过。")
+        return FAIL, msg
+    return PASS, summary or "全部检查通过。"
 
 
 def _runs_reference(stage: stages.Stage) -> bool:

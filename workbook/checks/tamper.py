@@ -100,4 +100,4 @@ def scan(files: list[Path], root: Path) -> list[Finding]:
 def message(findings: list[Finding]) -> str:
     head = ("你的代码用了参考实现或模式开关，而不是自己实现 (tamper evidence)：这一阶段不算通过。"
             "删掉这些行，自己写出来；卡住时用 python -m workbook hint，或在 WORKBOOK_IMPL 里跳过这一阶段。")
-    return head + "".join(f"\n  {f.path} 第 {f.line} 行（{f.why}）：{f.text}" for f in findings[:8])
+    return head + "".join(f"\n  {f.path} 第 {f.line} 行（{f.why}）：{f.text[:160]}" for f in findings[:8])

@@ -61,6 +61,12 @@ def text(rel: str, level: str) -> str:
     return source if level == "guided" else challenge(source, _stage_of(rel))
 
 
+def is_pristine(rel: str, data: bytes | None) -> bool:
+    """True when `data` (the bytes of exercise file `rel`; None = the file is missing) is an
+    untouched stub of some level: nothing of the learner's is in it."""
+    return data is None or data in {text(rel, level).encode("utf-8") for level in LEVELS}
+
+
 def _stage_of(rel: str) -> str:
     module = Path(rel).with_suffix("").relative_to("workbook").as_posix().replace("/", ".")
     return stages.MODULE_STAGE[module]
