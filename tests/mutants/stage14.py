@@ -162,6 +162,21 @@ def _cut_after_labels(self, ids):
     return _pad(self, ids), y + [-100] * (self.max_length - len(y))
 
 
+def _spans_on_uncut(self, index):
+    """Spans searched on the whole text, labels filled from it, the ids cut afterwards."""
+    full = self.tokenizer(_ref.render_chat(self.conversation(index)), add_special_tokens=False)["input_ids"]
+    y = [-100] * self.max_length
+    for b, e in _ref.assistant_spans(full, self.start_ids, self.end_ids):
+        y[b:e] = full[b:e]
+    ids = full[:self.max_length]
+    return (torch.tensor(_pad(self, ids), dtype=torch.long), torch.tensor(y, dtype=torch.long))
+
+
+def _returns_swapped(self, index):
+    x, y = _ref.SFTDataset.__getitem__(self, index)
+    return y, x
+
+
 def _getitem_all_but_user(self, index):
     """Built message by message: every reply and the system prompt learned, only the user's turns
     masked (the mistake: the system prompt is a condition too)."""
@@ -185,6 +200,20 @@ def _bare_key(line, path, lineno):
     except json.JSONDecodeError:
         raise ValueError(f"{path}:{lineno}: 不是 JSON") from None
     return record["conversations"]  # the mistake: a missing key leaks out as KeyError
+
+
+def _utf8_not_caught(line, path, lineno):
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:  # the mistake: UnicodeDecodeError is not a JSONDecodeError
+        raise ValueError(f"{path}:{lineno}: 不是 JSON: {e}") from None
+    return _ref._parse_conversation(json.dumps(record), path, lineno)
+
+
+def _utf8_replaced(line, path, lineno):
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", errors="replace")  # the mistake: a bad line silently "repaired"
+    return _ref._parse_conversation(line, path, lineno)
 
 
 def _no_line_number(line, path, lineno):
@@ -250,6 +279,10 @@ MUTANTS = {
     "cut_reply_labels_lost": (_variant({"__getitem__": _getitem(_cut_after_labels)}), "截断"),
     # _parse_conversation
     "bad_line_keyerror": (_variant(_parse_conversation=_bare_key), "抛出的是 KeyError"),
+    "utf8_error_not_caught": (_variant(_parse_conversation=_utf8_not_caught), "漏出来的是 UnicodeDecodeError"),
+    "utf8_errors_replaced": (_variant(_parse_conversation=_utf8_replaced), "不是合法 UTF-8 的行也是坏行"),
+    "labels_from_spans_on_uncut_ids": (_variant({"__getitem__": _spans_on_uncut}), "没有截断的 ids 上"),
+    "returns_labels_first": (_variant({"__getitem__": _returns_swapped}), "顺序反了"),
     "error_without_line_number": (_variant(_parse_conversation=_no_line_number), "没有行号"),
     "bad_messages_accepted": (_variant(_parse_conversation=_roles_not_checked), "没有报错"),
     "reply_less_conversation_accepted": (_variant(_parse_conversation=_no_assistant_accepted), "没有助手"),

@@ -117,7 +117,44 @@ def _save_peft_names(model, path):
     torch.save(state, path)
 
 
+def _save_cast(dtype):
+    def save_lora(model, path):
+        state = {f"{_ref.clean_name(name)}.lora.{k}": v.detach().cpu().to(dtype) for name, module in model.named_modules()
+                 if isinstance(getattr(module, "lora", None), nn.Module)
+                 for k, v in module.lora.state_dict().items()}
+        torch.save(state, path)
+    return save_lora
+
+
 # ---- load_lora
+
+def _load_keys_only(model, path):
+    """Missing and unexpected keys refused, shapes never compared: copy_ decides."""
+    state = {_ref.clean_name(k): v for k, v in torch.load(path, weights_only=True).items()}
+    own = {f"{_ref.clean_name(name)}.lora.{k}": p for name, module in model.named_modules()
+           if isinstance(getattr(module, "lora", None), nn.Module) for k, p in module.lora.named_parameters()}
+    bad = sorted(set(own) ^ set(state))
+    if bad:
+        raise ValueError(f"{path}: 键对不上: {', '.join(bad)}")
+    with torch.no_grad():
+        for k, p in own.items():
+            p.copy_(state[k])
+
+
+def _load_broadcasts(model, path):
+    """Keys checked, and copy_ made to "work" whatever the shapes (the error silenced)."""
+    state = {_ref.clean_name(k): v for k, v in torch.load(path, weights_only=True).items()}
+    own = {f"{_ref.clean_name(name)}.lora.{k}": p for name, module in model.named_modules()
+           if isinstance(getattr(module, "lora", None), nn.Module) for k, p in module.lora.named_parameters()}
+    bad = sorted(set(own) ^ set(state))
+    if bad:
+        raise ValueError(f"{path}: 键对不上: {', '.join(bad)}")
+    with torch.no_grad():
+        for k, p in own.items():
+            try:
+                p.copy_(state[k])
+            except RuntimeError:
+                pass
 
 def _load_not_strict(model, path):
     state = {_ref.clean_name(k): v for k, v in torch.load(path, weights_only=True).items()}
@@ -209,6 +246,10 @@ MUTANTS = {
     "save_keeps_ddp_prefix": (_variant(save_lora=_save_with_prefix), "`module.` 前缀"),
     "save_peft_key_names": (_variant(save_lora=_save_peft_names), "键名 (keys) 和 MiniMind 的不一样"),
     # load_lora
+    "save_as_float32": (_variant(save_lora=_save_cast(torch.float32)), "是 torch.float32，模型里的这个参数是 torch.bfloat16"),
+    "save_as_half": (_variant(save_lora=_save_cast(torch.float16)), "是 torch.float16"),
+    "load_shapes_not_compared": (_variant(load_lora=_load_keys_only), "copy_ 在形状对不上时自己报的错"),
+    "load_shape_error_swallowed": (_variant(load_lora=_load_broadcasts), "形状不同却没有报错"),
     "load_not_strict": (_variant(load_lora=_load_not_strict), "load_lora 没有报错"),
     "load_weights_only_false": (_variant(load_lora=_load_code_too), "weights_only=True"),
     "load_keeps_prefix": (_variant(load_lora=_load_keeps_prefix), "拒绝了一个正确的文件"),

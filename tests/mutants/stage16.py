@@ -221,6 +221,29 @@ def _parse_without_line_number(line, path, lineno):
         raise ValueError(f"{path}: 坏行 (bad line)") from None
 
 
+def _squeeze_all(logits, labels):
+    return F.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze()
+
+
+def _loss_detached(ref_log_probs, policy_log_probs, mask, beta, length_normalize=True):
+    return _ref_loss.dpo_loss(ref_log_probs, policy_log_probs, mask, beta, length_normalize).detach()
+
+
+def _rewards_detached(ref_log_probs, policy_log_probs, mask, beta, length_normalize=True):
+    with torch.no_grad():  # the mistake: the docstring says the caller decides
+        return _ref_loss.implicit_rewards(ref_log_probs, policy_log_probs, mask, beta, length_normalize)
+
+
+def _encode_spans_uncut(self, messages):
+    """The spans searched on the whole (uncut) ids: a reply cut by max_length stretches the mask."""
+    full = self.tokenizer(_ref_data.render_chat(messages), add_special_tokens=False)["input_ids"]
+    ids = full[:self.max_length]
+    mask = [0] * self.max_length
+    for b, e in _ref_data.assistant_spans(full, self.start_ids, self.end_ids):
+        mask[b:e] = [1] * (e - b)
+    return ids + [self.pad_id] * (self.max_length - len(ids)), mask
+
+
 ls = F.logsigmoid
 
 MUTANTS = {
@@ -230,6 +253,10 @@ MUTANTS = {
     "log_softmax_in_bf16": (_variant(logits_to_log_probs=_in_bf16), "在 bfloat16 里算的"),
     "log_softmax_over_time": (_variant(logits_to_log_probs=_wrong_dim), "维度不对"),
     "labels_shifted_again": (_variant(logits_to_log_probs=_shifted_again), "又错位了一次"),
+    "squeeze_all_dims": (_variant(logits_to_log_probs=_squeeze_all), ".squeeze(-1)"),
+    "dpo_loss_detached": (_variant(dpo_loss=_loss_detached), "不带梯度 (requires_grad=False)"),
+    "rewards_detached": (_variant(implicit_rewards=_rewards_detached), "Not detached"),
+    "mask_spans_on_uncut_ids": (_variant({"_encode": _encode_spans_uncut}), "没有截断的 ids 上找的 span"),
     "log_probs_detached": (_variant(logits_to_log_probs=_detached), "没有梯度"),
     # sequence_log_probs
     "sum_and_mean_swapped": (_variant(sequence_log_probs=_seq(_reversed_option)), "含义反了"),

@@ -50,7 +50,7 @@ def _loss(swap=False, student_probs=False, teacher_log=False, factor="T2", t_stu
                 kl = F.kl_div(F.log_softmax(t, dim=dim), F.softmax(s, dim=dim), reduction=red)
             else:
                 kl = F.kl_div(inp, target, reduction=red)
-            k = {"T2": T ** 2, "T": T, "1": 1.0}[factor]
+            k = {"T2": T ** 2, "T": T, "1": 1.0, "2T": 2 * T}[factor]
             return k * kl
     return distillation_loss
 
@@ -63,7 +63,7 @@ def _with_loss(**opts):
 
 def _objective(shift="right", kd_positions="labelled", cut="first", soft_then_cut=False, pass_temperature=True,
                ce_temperature=False, ce_over="counted", alpha_mode="right", kd_over_batch=False, empty_guard=True,
-               upcast=True):
+               upcast=True, counted_by="label", teacher_shift="same", order="right"):
     def distill_objective(student_logits, teacher_logits, labels, alpha=0.5, temperature=1.5):
         V = student_logits.size(-1)
         if cut == "first":
@@ -80,7 +80,13 @@ def _objective(shift="right", kd_positions="labelled", cut="first", soft_then_cu
             s, t, y = student_logits, teacher, labels
         else:
             s, t, y = student_logits[:, 1:], teacher[:, 1:], labels[:, :-1]
+        if teacher_shift == "later":  # the teacher's rows taken one position later than the student's
+            t = teacher[:, 1:]
         counted = y != -100
+        if counted_by == "positive":  # the mistake: labels > 0, as if 0 (the pad id) were never a label
+            counted = y > 0
+        elif counted_by == "unshifted":  # the rows chosen by the unshifted labels, the targets shifted
+            counted = labels[:, :-1] != -100
         if empty_guard and not counted.any():
             zero = student_logits.sum() * 0.0
             return zero.float(), zero.float(), zero.float()
@@ -113,6 +119,8 @@ def _objective(shift="right", kd_positions="labelled", cut="first", soft_then_cu
             loss = 0.5 * ce + 0.5 * kd
         else:
             loss = ce + kd
+        if order == "ce_kd_loss":
+            return ce, kd, loss
         return loss, ce, kd
     return distill_objective
 
@@ -130,6 +138,7 @@ MUTANTS = {
     # the temperature and T²
     "no_t_squared": (_with_loss(factor="1"), "少了 T² 因子"),
     "t_instead_of_t_squared": (_with_loss(factor="T"), "乘的是 T 而不是 T²"),
+    "two_t_instead_of_t_squared": (_with_loss(factor="2T"), "乘的是 2·T（temperature * 2）"),
     "temperature_on_student_only": (_with_loss(t_teacher=False), "温度只用在了学生一侧"),
     "temperature_on_teacher_only": (_with_loss(t_student=False), "温度只用在了老师一侧"),
     "temperature_hard_coded": (_with_loss(fixed_temperature=1.5), "temperature 参数没有用上"),
@@ -154,6 +163,10 @@ MUTANTS = {
     "teacher_vocab_cut_from_the_end": (_with_objective(cut="last"), "老师的词表截错了"),
     "teacher_softmax_before_cut": (_with_objective(soft_then_cut=True), "老师的词表截晚了"),
     # temperature and α in the objective
+    "label_zero_not_counted": (_with_objective(counted_by="positive"), "漏掉了 label 是 0 的位置"),
+    "rows_chosen_by_unshifted_labels": (_with_objective(counted_by="unshifted"), "没有对齐"),
+    "teacher_rows_one_later": (_with_objective(teacher_shift="later"), "老师用的是 logits[1, 3]"),
+    "returns_ce_kd_loss": (_with_objective(order="ce_kd_loss"), "返回的顺序不对"),
     "temperature_not_passed_on": (_with_objective(pass_temperature=False), "temperature 没有传给 distillation_loss"),
     "temperature_in_ce": (_with_objective(ce_temperature=True), "ce 里用了温度"),
     "alpha_swapped": (_with_objective(alpha_mode="swapped"), "α 用反了"),

@@ -10,8 +10,11 @@
    cut.  A wrong label is named by the part of the conversation it falls on: every token is tagged
    (message, role, header | content | end), so "the user's text is learned", "the closing
    ``<|im_end|>`` is not", "the span starts one early" are read off the tags.
-4. Bad lines (malformed JSON, no "conversations", a bad message, no assistant reply) must raise
-   ValueError naming the file and the 1-based line.
+   input_ids and labels returned the other way round, and labels longer than max_length (spans
+   found on the uncut ids), are named.
+4. Bad lines (not UTF-8, malformed JSON, no "conversations", a bad message, no assistant reply)
+   must raise ValueError naming the file and the 1-based line, in .jsonl and .jsonl.gz files; a
+   UnicodeDecodeError that leaks out is named.
 """
 from __future__ import annotations
 
@@ -346,6 +349,16 @@ def _write(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def _write_bytes(path: Path, lines: list[bytes]) -> Path:
+    data = b"".join(line + b"\n" for line in lines)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
 def _line(messages: list[dict]) -> str:
     return json.dumps({"conversations": messages}, ensure_ascii=False)
 
@@ -445,6 +458,14 @@ def _check_dataset(impl, ref, tmp: Path, tok_impl, tok) -> None:
             ds, ref_ds = built[ml]
             x, y = _get(ds, k, what)
             want_x, want_y = (t.tolist() for t in ref_ds[k])
+            if x == want_y and y == want_x:
+                fail(f"{what}：input_ids 和 labels 的顺序反了：ds[i] 返回 (input_ids, labels)，你的第一个是 labels"
+                     f"（里面有 -100），第二个是 input_ids。训练脚本按位置取 x, y = batch：反了的话模型读的是 -100，"
+                     f"Embedding 会因为负的 id 直接报错。")
+            if len(y) > ml and len(x) == ml:
+                fail(f"{what}：labels 长 {len(y)}，比 max_length={ml} 还长，而 input_ids 的长度是对的：像是在没有截断的 ids 上"
+                     f"找的 span。被截断的回答的 span 伸到 max_length 之后，labels[begin:end] = ids[begin:end] 就把列表撑长了。"
+                     f"先截断 ids = ids[:max_length]，再在截断后的 ids 上找 span，被截断的回答就正好算到截断处。")
             if x != want_x:
                 _diagnose_input(x, want_x, fulls[k], ml, tok, what)
             if y != want_y:
@@ -483,6 +504,11 @@ def _expect_line_error(impl, path: Path, tok, lineno: int, what: str, cause: str
         fail(f"{what}：没有报错。坏行不能悄悄放过：{cause}要抛 ValueError，写明文件和行号，"
              f"例如 ValueError(f\"{{path}}:{{lineno}}: ...\")。")
     msg = str(err)
+    if isinstance(err, UnicodeDecodeError):
+        fail(f"{what}：漏出来的是 UnicodeDecodeError: {msg[:80]}，没有文件名和行号。json.loads 收到的是 bytes，"
+             f"它先按 UTF-8 解码，解码失败抛的是 UnicodeDecodeError（ValueError 的子类，却不是 JSONDecodeError），"
+             f"只接 json.JSONDecodeError 就接不住它。写 except (json.JSONDecodeError, UnicodeDecodeError)，"
+             f"再 raise ValueError(f\"{{path}}:{{lineno}}: ...\")：几百万行的语料里混进一行 GBK，没有行号根本找不到。")
     if not isinstance(err, ValueError):
         fail(f"{what}：抛出的是 {type(err).__name__}: {msg[:80]}。要检查这一行，改抛 ValueError 并写明文件和行号 "
              f"(file:line)：大语料里，没有行号根本找不到坏行。{cause}")
@@ -516,6 +542,11 @@ def _check_bad_lines(impl, tmp: Path, tok) -> None:
     for name, lines, lineno, what, cause in bad:
         path = _write(tmp / name, lines)
         _expect_line_error(impl, path, tok, lineno, f"{name} {what}", cause)
+    gbk = _line(CONVS[0][1]).encode("gbk")  # a whole, well-formed line, but in GBK: not UTF-8
+    for name in ("gbk_line.jsonl", "gbk_line.jsonl.gz"):
+        path = _write_bytes(tmp / name, [ok[0].encode(), b"", ok[1].encode(), gbk, ok[2].encode()])
+        _expect_line_error(impl, path, tok, 4, f"{name} 第 4 行不是合法的 UTF-8（是 GBK 编码的）",
+                           "不是合法 UTF-8 的行也是坏行（解码失败，不能用 errors=\"ignore\" 或 \"replace\" 悄悄改掉字）；")
 
 
 def check(impl, ref) -> str:

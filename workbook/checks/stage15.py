@@ -19,9 +19,12 @@ reference's, so only the learner's LoRA code is judged):
 5. save_lora writes only the LoRA tensors under MiniMind's keys, without the DDP / compile
    prefixes (fake wrappers: a DistributedDataParallel instance built without a process group,
    and a module holding the model as ``_orig_mod`` like torch.compile's OptimizedModule).
+   A bf16 model's adapters are saved in bf16 (a file in another dtype is named as such).
 6. load_lora: the reference's file loads back (plain, prefixed, into a wrapped model, into a
-   bf16 model); a missing or unexpected key is a ValueError naming it; a file that carries code
-   must not run it (weights_only=True).
+   bf16 model); a missing or unexpected key is a ValueError naming it; a file saved at another
+   rank is a ValueError naming the key or the shapes (a RuntimeError leaking from copy_, and a
+   rank-1 file that copy_ silently broadcasts into a rank-4 model, are named); a file that
+   carries code must not run it (weights_only=True).
 7. merge_lora: W = W0 + B·A (twice, transposed, not at all are named), the adapters gone and
    the plain forward back (else B·A counts twice), the logits unchanged, the state_dict exactly
    MiniMind's keys and loadable strictly into a fresh model; a bf16 model stays bf16.
@@ -453,6 +456,11 @@ def _compare_saved(got: dict, want: dict, base_keys: set[str], what: str) -> Non
              f"键名就是 MiniMind 的适配器文件的格式，别的工具按它读。")
     for k, v in want.items():
         g = got[k]
+        if g.dtype != v.dtype:
+            fail(f"{what}：存下的 {k} 是 {g.dtype}，模型里的这个参数是 {v.dtype}：save_lora 要原样存参数自己的 dtype"
+                 f"（value.detach().cpu()，不要 .float()、.half() 或 .to(某个 dtype)）。存成更低的精度会丢掉训练的结果"
+                 f"（fp16 只有 10 位尾数），存成 fp32 则让 bf16 模型的适配器白白大一倍；load_lora 会 copy_ 回模型的 dtype，"
+                 f"所以文件只需要原样记下模型里的值。")
         if tuple(g.shape) != tuple(v.shape) or not torch.equal(g.float(), v.float()):
             fail(f"{what}：存下的 {k} 和模型里的值不一样（形状 {tuple(g.shape)}，应为 {tuple(v.shape)}）。")
 
@@ -472,6 +480,15 @@ def _check_save(impl, ref, tmp: Path):
     impl.save_lora(_Compiled(model), tmp / "compiled.pth")
     _compare_saved(_read(tmp / "compiled.pth", "torch.compile 包装的模型"), want, base_keys,
                    "save_lora(torch.compile 包装的模型)")
+
+    # a bfloat16 model: the file keeps bf16 (the weight's dtype)
+    low = _model().to(torch.bfloat16)
+    _apply(impl, low)
+    _randomise(_adapters(low), seed=9)
+    ref.save_lora(low, tmp / "want_bf16.pth")
+    impl.save_lora(low, tmp / "got_bf16.pth")
+    _compare_saved(_read(tmp / "got_bf16.pth", "bfloat16 的模型"), torch.load(tmp / "want_bf16.pth", weights_only=True),
+                   base_keys, "save_lora(bfloat16 的模型)")
     return model, want
 
 
@@ -527,6 +544,46 @@ def _expect_value_error(impl, model, path: Path, key: str, what: str, why: str) 
     fail(f"{what}，load_lora 没有报错。{why}要 raise ValueError，写出键名 {key}。")
 
 
+def _at_rank(want: dict, rank: int, seed: int) -> dict:
+    """A file like `want` saved at another rank: A (rank, in), B (out, rank), random values."""
+    out = {}
+    with seeded(seed):
+        for k, v in want.items():
+            shape = (rank, v.shape[1]) if k.endswith("lora.A.weight") else (v.shape[0], rank)
+            out[k] = torch.randn(shape) * 0.1
+    return out
+
+
+def _check_other_rank(impl, want: dict, tmp: Path) -> None:
+    """A file saved at another rank must be refused with a ValueError naming the shapes."""
+    key = sorted(k for k in want if k.endswith("lora.A.weight"))[0]
+    for file_rank, model_rank in ((RANK, 2), (1, RANK)):
+        path = tmp / f"rank{file_rank}.pth"
+        torch.save(_at_rank(want, file_rank, seed=10 + file_rank), path)
+        model = _model()
+        _apply(impl, model, rank=model_rank)
+        what = (f"把秩 (rank) {file_rank} 的适配器文件加载进 apply_lora(model, rank={model_rank}) 的模型"
+                f"（键名都对得上，形状不同：文件里 {key} 是 {(file_rank, HIDDEN)}，模型上是 {(model_rank, HIDDEN)}）")
+        try:
+            impl.load_lora(model, path)
+        except ValueError as e:
+            msg = str(e)
+            named = any(k in msg for k in want) or (str(file_rank) in msg and str(model_rank) in msg)
+            expect(named, f"{what}：抛了 ValueError，但报错里既没有键名也没有两边的形状 (shape)，看的人不知道错在哪里。"
+                          f"你的报错：{msg[:200]}")
+            continue
+        except Exception as e:  # noqa: BLE001 - inspected here
+            fail(f"{what}：应该抛 ValueError 并写出对不上的键和两边的形状，你的抛出了 {type(e).__name__}: {str(e)[:160]}。"
+                 f"这是 copy_ 在形状对不上时自己报的错，没有说是哪个文件、哪个键、秩是多少。copy_ 之前先比较每个键的形状"
+                 f"（state[key].shape != p.shape），对不上就 raise ValueError，写出键名和两边的形状"
+                 f"（文档字符串：names … the mismatched shapes）。")
+        why = (f"copy_ 会广播 (broadcast)：秩 1 的 A (1, {HIDDEN}) 被复制成 {model_rank} 行一模一样的 A，B ({HIDDEN}, 1) "
+               f"也被复制成 {model_rank} 列，加载出来的是一个和文件完全不同的适配器" if file_rank == 1 else
+               "模型上的适配器根本没有被加载（还是初始值：B = 0），训练的成果整个丢了")
+        fail(f"{what}：形状不同却没有报错。{why}，而且没有任何提示。copy_ 之前先比较形状（state[key].shape != p.shape），"
+             f"对不上就 raise ValueError，写出键名和两边的形状。")
+
+
 def _check_load(impl, source, want: dict, tmp: Path) -> None:
     want_logits = _logits(source)
     model = _prepared(impl)
@@ -566,6 +623,8 @@ def _check_load(impl, source, want: dict, tmp: Path) -> None:
     _expect_value_error(impl, _prepared(impl), tmp / "unexpected.pth", extra,
                         f"文件里多了 {extra}（模型上没有这个适配器：选层的规则或模型不一样？）",
                         "文件里的每个键都必须对得上模型上的一个适配器，否则加载的根本不是为这个模型训练的 LoRA：")
+
+    _check_other_rank(impl, want, tmp)
 
     _SPRUNG.clear()
     trap = dict(want)

@@ -2,7 +2,7 @@
 make_ref_model and DPODataset.
 
 1. logits_to_log_probs against log_softmax + gather on seeded logits: the shape (B, T) (a second
-   shift is named), the values (probabilities, the wrong dim, raw logits, the sign, argmax are
+   shift, and a bare .squeeze() on a batch of one row, are named), the values (probabilities, the wrong dim, raw logits, the sign, argmax are
    named), float32 out of bf16 logits (a bf16 log-softmax is named), a probability that
    underflows (log(softmax) gives -inf), the gradient, the inputs left alone.
 2. sequence_log_probs with both values of length_normalize and the default: masked mean and
@@ -14,7 +14,9 @@ make_ref_model and DPODataset.
    over pairs, the option ignored, the missing minus are named), log 2 when the policy equals the
    reference, the gradient into the policy, and a batch with a large negative margin where
    log(sigmoid(x)) underflows to -inf.
-4. implicit_rewards: beta * (log pi - log pi_ref) per answer, chosen half first.
+   A loss that comes back detached is named before the check's own backward() would crash.
+4. implicit_rewards: beta * (log pi - log pi_ref) per answer, chosen half first, not detached
+   (the gradient into the policy's log-probs equals the reference's).
 5. make_ref_model on a tiny reference MiniMindForCausalLM with dropout 0.5 in train mode: a new
    module with its own parameters (the policy itself and a shallow copy are named), the policy
    untouched (still training, still trainable), equal weights, frozen, in eval (two calls give
@@ -62,6 +64,10 @@ def _log_probs(impl, logits, labels, what: str) -> torch.Tensor:
     got = _tensor(impl.logits_to_log_probs(logits, labels), what)
     expect(torch.equal(logits.detach(), before[0]) and torch.equal(labels, before[1]),
            f"{what} 改动了传进来的 logits 或 labels（原地操作 in-place）：它们还要给别的计算用，不要修改。")
+    if tuple(got.shape) != tuple(labels.shape) and 1 in labels.shape and got.shape == labels.squeeze().shape:
+        fail(f"{what}：labels 的形状是 {tuple(labels.shape)}，你的结果是 {tuple(got.shape)}：大小为 1 的那一维也被去掉了。"
+             f"gather 之后要用 .squeeze(-1)，只去掉最后那一维；不带参数的 .squeeze() 会把所有大小为 1 的维都去掉，"
+             f"batch 只有一行（或序列只有一个位置）时形状就错了，后面的 mask 相乘会悄悄广播成别的形状。")
     return got
 
 
@@ -341,6 +347,16 @@ def _loss_mistakes(ref_lp, pol_lp, mask, beta, normalize: bool) -> list:
     ]
 
 
+def _backward(out: torch.Tensor, what: str) -> None:
+    """out.backward(), after making sure there is a graph to go back through."""
+    if not out.requires_grad:
+        fail(f"{what} 的值对了，但它不带梯度 (requires_grad=False)：policy_log_probs 需要梯度，loss 却和它断开了"
+             f"（像是在里面 .detach()、.item() 后重新建了张量，或者放进了 torch.no_grad()）。训练时 loss.backward() "
+             f"会直接报错，或者模型一步也不更新。不要梯度的是参考模型：在调用 ref_model 的地方用 torch.no_grad()，"
+             f"dpo_loss 里面什么都不要 detach。")
+    out.backward()
+
+
 def _check_loss(impl, ref) -> None:
     ref_lp, pol_lp, mask = _pair_inputs()
     call = "dpo_loss(ref_log_probs, policy_log_probs, mask, beta={}, length_normalize={})"
@@ -382,7 +398,7 @@ def _check_loss(impl, ref) -> None:
         expect(close(got_h, want_h, atol=1e-3, rtol=1e-5),
                f"margin 是很大的负数时，{call.format(0.1, n)} 应为 {want_h.item():.3f}，你的是 {got_h.item():.3f}。")
         mine = pol.clone().requires_grad_(True)
-        _loss(impl, ref_hard, mine, hard_mask, 0.1, call.format(0.1, n), n).backward()
+        _backward(_loss(impl, ref_hard, mine, hard_mask, 0.1, call.format(0.1, n), n), call.format(0.1, n))
         grad = mine.grad
         expect(grad is not None and torch.isfinite(grad).all() and grad[0].abs().sum() > 0,
                f"margin 是很大的负数时，loss 对 policy 对数概率的梯度应该有限且不为 0（σ(β · margin) ≈ 0 时梯度最大），"
@@ -391,10 +407,7 @@ def _check_loss(impl, ref) -> None:
     # the gradient reaches the policy's log-probs, and equals the reference's
     for n in (True, False):
         mine = pol_lp.clone().requires_grad_(True)
-        out = _loss(impl, ref_lp, mine, mask, BETA, call.format(BETA, n), n)
-        if not out.requires_grad:
-            fail(f"{call.format(BETA, n)} 没有梯度：policy 的对数概率要一路反向传播到模型，不要 detach 或 torch.no_grad()。")
-        out.backward()
+        _backward(_loss(impl, ref_lp, mine, mask, BETA, call.format(BETA, n), n), call.format(BETA, n))
         theirs = pol_lp.clone().requires_grad_(True)
         ref.dpo_loss(ref_lp, theirs, mask, BETA, n).backward()
         expect(mine.grad is not None and close(mine.grad, theirs.grad, atol=1e-6, rtol=1e-5),
@@ -429,6 +442,23 @@ def _check_rewards(impl, ref) -> None:
         ], atol=1e-6)
         fail(f"{what}：{message or 'r = β · (sequence_log_probs(policy) - sequence_log_probs(ref))，前一半是 chosen'}"
              f"（应为 {[w.tolist() for w in want]}，你的是 {[t.tolist() for t in got]}）。")
+    # not detached: the caller decides (the docstring's contract); the gradient is beta * d(log pi)
+    mine = pol_lp.clone().requires_grad_(True)
+    got = impl.implicit_rewards(ref_lp, mine, mask, BETA)
+    what = f"implicit_rewards(ref_log_probs, policy_log_probs（requires_grad=True）, mask, beta={BETA})"
+    if not all(t.requires_grad for t in got):
+        fail(f"{what} 返回的奖励不带梯度：你在里面 detach 了（或用了 torch.no_grad()）。文档字符串说 Not detached："
+             f"要不要梯度由调用的人决定——只拿来记日志时，调用方自己写 with torch.no_grad() 或 .detach()；"
+             f"而 -logsigmoid(r_c - r_r).mean() 正是 DPO 的 loss，用奖励来算 loss 的人需要梯度能流回 policy。")
+    weights = torch.arange(1.0, 2 * h + 1)
+    ((got[0] * weights[:h]).sum() + (got[1] * weights[h:]).sum()).backward()
+    theirs = pol_lp.clone().requires_grad_(True)
+    want = ref.implicit_rewards(ref_lp, theirs, mask, BETA)
+    ((want[0] * weights[:h]).sum() + (want[1] * weights[h:]).sum()).backward()
+    expect(mine.grad is not None and close(mine.grad, theirs.grad, atol=1e-6, rtol=1e-5),
+           f"{what}：值对了，但对 policy_log_probs 的梯度不对"
+           f"（最大差 {max_err(mine.grad, theirs.grad) if mine.grad is not None else '没有梯度'}）：中间有一部分被 detach 了吗？")
+
     # the loss is the logistic loss of the reward difference
     c, r = impl.implicit_rewards(ref_lp, pol_lp, mask, BETA)
     loss = ref.dpo_loss(ref_lp, pol_lp, mask, BETA)
@@ -554,6 +584,14 @@ def _get(ds, i: int, ml: int, what: str) -> dict[str, list[int]]:
             if tuple(t.shape) == (ml,):
                 fail(f"{what}：{k} 长 {ml}，应为 max_length - 1 = {ml - 1}：错位以后 x = ids[:-1]、y = ids[1:]、"
                      f"mask = mask[1:]，各少一个。")
+            if k.startswith("mask") and t.dim() == 1 and t.shape[0] > ml - 1:
+                fail(f"{what}：{k} 长 {t.shape[0]}，比 max_length - 1 = {ml - 1} 还长，而 x 和 y 的长度是对的：像是在没有"
+                     f"截断的 ids 上找的 span。被截断的回答的 span 一直伸到 max_length 之后，mask[begin:end] = [1] * (end - begin) "
+                     f"就把列表撑长了。先把 ids 截到 max_length，再在截断后的 ids 上找 span（assistant_spans(ids[:max_length], …)），"
+                     f"被截断的回答就正好算到截断处。")
+            if tuple(t.shape) == (ml - 2,):
+                fail(f"{what}：{k} 长 {ml - 2}，应为 max_length - 1 = {ml - 1}：错位做了两次（_encode 里一次，"
+                     f"__getitem__ 里又一次）。_encode 返回没有错位的 ids 和 mask（都是 max_length 长），只在 __getitem__ 里错一次位。")
             fail(f"{what}：{k} 的形状应为 {(ml - 1,)}，你的是 {tuple(t.shape)}。")
         out[k] = t.tolist()
     return out
