@@ -75,6 +75,33 @@ def _spans(begin_shift=0, end_shift=0, end_len=None, drop_cut=False, first_only=
     return assistant_spans
 
 
+def _end_not_clamped(input_ids, start_ids, end_ids):
+    """A reply cut before its end marker: end + len(end_ids) runs past the sequence."""
+    out, n, i = [], len(input_ids), 0
+    while i + len(start_ids) <= n:
+        if input_ids[i:i + len(start_ids)] != start_ids:
+            i += 1
+            continue
+        begin = end = i + len(start_ids)
+        while end < n and input_ids[end:end + len(end_ids)] != end_ids:
+            end += 1
+        end += len(end_ids)  # the mistake: no min(..., n)
+        i = end
+        out.append((begin, end))
+    return out
+
+
+def _markers(start="<|im_start|>assistant\n", end="<|im_end|>\n", eos_only=False):
+    """An SFTDataset whose constructor sets other marker ids."""
+    class SFTDataset(_ref.SFTDataset):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.start_ids = self.tokenizer(start, add_special_tokens=False)["input_ids"]
+            self.end_ids = ([self.tokenizer.eos_token_id] if eos_only
+                            else self.tokenizer(end, add_special_tokens=False)["input_ids"])
+    return SFTDataset
+
+
 def _from_first_reply(input_ids, start_ids, end_ids):
     """Everything from the first reply to the end of the text."""
     spans = _ref.assistant_spans(input_ids, start_ids, end_ids)
@@ -265,6 +292,9 @@ MUTANTS = {
     "only_the_first_reply": (_variant(assistant_spans=_spans(first_only=True)), "只标了第一个助手回答"),
     "cut_reply_dropped": (_variant(assistant_spans=_spans(drop_cut=True)), "整段没有算 loss"),
     "closed_intervals": (_variant(assistant_spans=_spans(closed=True)), "左闭右开"),
+    "cut_end_not_clamped": (_variant(assistant_spans=_end_not_clamped), "结尾超出了序列"),
+    "start_ids_without_newline": (_variant(SFTDataset=_markers(start="<|im_start|>assistant")), "少了最后的换行"),
+    "end_ids_eos_only": (_variant(SFTDataset=_markers(eos_only=True)), "只用 [eos_token_id] 也是这样"),
     "everything_after_the_first_reply": (_variant(assistant_spans=_from_first_reply), "用户 (user) 的提问"),
     "every_message_learned": (_variant(assistant_spans=_every_message), "用户 (user) 的提问"),
     # SFTDataset.__getitem__

@@ -128,6 +128,22 @@ def _save_cast(dtype):
 
 # ---- load_lora
 
+def _load_state_dict(model, path):
+    model.load_state_dict(torch.load(path, weights_only=True))  # the mistake: strict, the whole model expected
+
+
+def _merge_new_parameter(model):
+    with torch.no_grad():
+        for name, module in list(model.named_modules()):
+            lora = getattr(module, "lora", None)
+            if not isinstance(lora, nn.Module):
+                continue
+            delta = (lora.B.weight.float() @ lora.A.weight.float()).to(module.weight.dtype)
+            module.weight = nn.Parameter(module.weight + delta)  # the mistake: a new, trainable Parameter
+            del module.lora
+            vars(module).pop("forward", None)
+
+
 def _load_keys_only(model, path):
     """Missing and unexpected keys refused, shapes never compared: copy_ decides."""
     state = {_ref.clean_name(k): v for k, v in torch.load(path, weights_only=True).items()}
@@ -250,6 +266,9 @@ MUTANTS = {
     "save_as_half": (_variant(save_lora=_save_cast(torch.float16)), "是 torch.float16"),
     "load_shapes_not_compared": (_variant(load_lora=_load_keys_only), "copy_ 在形状对不上时自己报的错"),
     "load_shape_error_swallowed": (_variant(load_lora=_load_broadcasts), "形状不同却没有报错"),
+    "load_with_load_state_dict": (_variant(load_lora=_load_state_dict), "Missing key(s) in state_dict"),
+    "merge_new_parameter": (_variant(merge_lora=_merge_new_parameter), "新的 nn.Parameter"),
+    "forward_a_and_b_swapped": (_variant({"forward": lambda self, x: self.A(self.B(x))}), "先 A 再 B"),
     "load_not_strict": (_variant(load_lora=_load_not_strict), "load_lora 没有报错"),
     "load_weights_only_false": (_variant(load_lora=_load_code_too), "weights_only=True"),
     "load_keeps_prefix": (_variant(load_lora=_load_keeps_prefix), "拒绝了一个正确的文件"),

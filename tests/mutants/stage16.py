@@ -116,6 +116,11 @@ def _mask_shifted_in_loss(lp, m, n):
     return total / m.sum(-1).clamp(min=1) if n else total
 
 
+def _mean_over_batch_total(lp, m, n):
+    total = (lp * m).sum(-1)
+    return total / m.sum() if n else total
+
+
 def _always_mean(lp, m, n):
     return (lp * m).sum(-1) / m.sum(-1).clamp(min=1)
 
@@ -264,6 +269,7 @@ MUTANTS = {
     "mask_not_applied": (_variant(sequence_log_probs=_seq(_mask_ignored)), "mask 没有用上"),
     "mean_over_all_positions": (_variant(sequence_log_probs=_seq(_divided_by_t)), "除以的是序列长度"),
     "mask_shifted_again_in_loss": (_variant(sequence_log_probs=_seq(_mask_shifted_in_loss)), "又错了一位"),
+    "mean_over_the_batch_total": (_variant(sequence_log_probs=_seq(_mean_over_batch_total)), "整个 batch 的回答 token 总数"),
     "no_clamp_nan": (_variant(sequence_log_probs=_seq(_no_clamp)), "clamp"),
     # dpo_loss
     "halves_swapped": (_loss_variant(lambda rc, rr, pc, pr, b: -ls(b * ((pr - pc) - (rr - rc))).mean()),

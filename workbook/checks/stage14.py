@@ -325,6 +325,11 @@ def _check_spans(impl, ref, tok) -> None:
             got = _as_spans(impl.assistant_spans(list(ids), list(_START_IDS), list(_END_IDS)), what)
             if got == want:
                 continue
+            over = [(b, e) for b, e in got if e > n]
+            if over:
+                fail(f"{what}：你的 span {over[0]} 的结尾超出了序列：input_ids 只有 {n} 个 token（位置 0–{n - 1}）。"
+                     f"回答被截断、找不到 `<|im_end|>\\n` 时，end 停在 len(input_ids)，再加 len(end_ids) 就越界了："
+                     f"end = min(end + len(end_ids), len(input_ids))。应为 {want}，你的是 {got}。")
             if got == [(b, e - 1) for b, e in want] and _closed_intervals(impl, ref, tok):
                 fail(f"{what}：span 是左闭右开的 [begin, end)：end 是 span 之后的第一个位置（和 Python 切片 "
                      f"ids[begin:end] 一样）。你的 end 都小了 1，像是用了闭区间。")
@@ -361,6 +366,29 @@ def _write_bytes(path: Path, lines: list[bytes]) -> Path:
 
 def _line(messages: list[dict]) -> str:
     return json.dumps({"conversations": messages}, ensure_ascii=False)
+
+
+def _check_markers(ds, tok) -> None:
+    """ds.start_ids and ds.end_ids: the ids of the two whole markers, newline included."""
+    for attr, text, want in (("start_ids", START, _START_IDS), ("end_ids", END, _END_IDS)):
+        got = getattr(ds, attr, None)
+        try:
+            got = [int(t) for t in got]
+        except (TypeError, ValueError):
+            fail(f"SFTDataset 的 self.{attr} 应该是 {text!r} 的 token id 列表 {want}，你的是 {got!r:.80}。")
+        if got == want:
+            continue
+        bare = _ids(tok, text.rstrip("\n"))
+        if got == bare:
+            fail(f"SFTDataset 的 self.{attr} 是 {text.rstrip(chr(10))!r} 的 id {got}，少了最后的换行：应为 "
+                 f"tokenizer({text!r}) 的 {want}。"
+                 + ("少了换行，找到的 span 就从换行开始，`\\n` 被当成回答的第一个 token 学。" if attr == "start_ids" else
+                    "少了换行，span 在 `<|im_end|>` 就结束了，后面的 `\\n` 不算 loss（只用 [eos_token_id] 也是这样）。"))
+        if attr == "end_ids" and got == [tok.eos_token_id]:
+            fail(f"SFTDataset 的 self.end_ids 是 [eos_token_id] = {got}：只有 `<|im_end|>`，没有后面的换行。"
+                 f"结束标记是 tokenizer({text!r}) 的 {want}，两个 token 都算进 span。")
+        fail(f"SFTDataset 的 self.{attr} 应该是 tokenizer({text!r}, add_special_tokens=False)[\"input_ids\"] = {want}，"
+             f"你的是 {got}。")
 
 
 def _build(impl, path: Path, tok, max_length: int):
@@ -451,6 +479,7 @@ def _check_dataset(impl, ref, tmp: Path, tok_impl, tok) -> None:
             what = f"{name} ds[{k}]（{case}，max_length={ml}）"
             if ml not in built:
                 ds = _build(impl, path, tok_impl, ml)
+                _check_markers(ds, tok)
                 ref_ds = ref.SFTDataset(path, tok, max_length=ml)
                 expect(len(ds) == len(ref_ds), f"{name}：len(ds) 应该是 {len(ref_ds)}（每个非空行一个样本，空行跳过），"
                                                f"你的是 {len(ds)}。")

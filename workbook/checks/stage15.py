@@ -194,7 +194,12 @@ def _check_lora_class(impl) -> None:
         B.normal_(0.0, 0.2)
         x = torch.randn(3, 5, inp)
         x0 = x.clone()
-        got = lora(x)
+        try:
+            got = lora(x)
+        except RuntimeError as e:
+            fail(f"LoRA({inp}, {out}, {rank}) 在形状 (3, 5, {inp}) 的输入上报错：{str(e)[:100]}。forward 要先 A 再 B："
+                 f"self.B(self.A(x))，A 把 in_features={inp} 压到 rank={rank}，B 再放大到 out_features={out}；"
+                 f"写成 self.A(self.B(x)) 时 B 收到的是 {inp} 维的 x，形状对不上。")
     expect(isinstance(got, torch.Tensor) and tuple(got.shape) == (3, 5, out),
            f"LoRA({inp}, {out}, {rank}) 在形状 (3, 5, {inp}) 的输入上应该输出 (3, 5, {out})，"
            f"你的是 {tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}。")
@@ -521,6 +526,12 @@ def _load(impl, model, path: Path, what: str, hint: str = "") -> None:
         impl.load_lora(model, path)
     except ValueError as e:
         fail(f"{what}：load_lora 拒绝了一个正确的文件。{hint}你的报错：{str(e)[:300]}")
+    except RuntimeError as e:
+        if "Missing key(s) in state_dict" in str(e):
+            fail(f"{what}：load_lora 报错 Missing key(s) in state_dict：像是用了 model.load_state_dict(state)。适配器文件里只有 "
+                 f"LoRA 的张量，load_state_dict 默认 strict=True，要整个模型的键都在（strict=False 又会悄悄放过缺的适配器）。"
+                 f"自己比对：模型上的每个适配器键都在文件里、文件里的每个键都是模型上的适配器，再逐个 p.copy_(state[key])。")
+        raise
 
 
 def _expect_loaded(model, want: dict, what: str) -> None:
@@ -692,6 +703,12 @@ def _check_merge(impl) -> None:
                      f"删掉实例上的 forward：vars(module).pop(\"forward\", None)，nn.Linear 自己的 forward 就回来了。")
             fail(f"merge_lora 之后 {name} 不是一个普通的 nn.Linear：它的输出应该是 W x（W 已合并），"
                  f"最大差 {max_err(got, plain):.3g}。")
+    for name in names:
+        w = model.get_submodule(name).weight
+        if w.requires_grad:
+            fail(f"merge_lora 之后 {name}.weight 的 requires_grad 变成了 True（apply_lora 冻结了它）：你像是换上了一个新的 "
+                 f"nn.Parameter（module.weight = nn.Parameter(W + B·A)，新参数默认要梯度）。要原地加："
+                 f"with torch.no_grad(): module.weight += delta——还是原来那个参数，requires_grad、优化器里的引用都不变。")
     after = _logits(model)
     expect(close(after, before, atol=1e-5, rtol=1e-5),
            f"合并前后模型的输出应该一样（合并只是把 W x + B A x 写成 (W + B A) x），logits 最大差 {max_err(after, before):.3g}。")

@@ -192,6 +192,9 @@ def _seq_mistakes(lp, mask, normalize: bool) -> list:
         (lambda: (lp * m).sum(-1) / T,
          f"平均时除以的是序列长度 T = {T}：要除以这一行回答 token 的个数 mask.sum(-1)（再 clamp(min=1)）。"
          f"除以 T 等于还是求和，只差一个常数，长回答照样吃亏。"),
+        (lambda: (lp * m).sum(-1) / m.sum(),
+         f"平均时除以的是整个 batch 的回答 token 总数 mask.sum() = {int(m.sum())}：每一行要除以它自己的回答长度 "
+         f"mask.sum(dim=-1)（再 clamp(min=1)），不然一行的值取决于同一个 batch 里别的回答有多长。"),
         (lambda: _masked(lp[:, 1:], mask[:, :-1], normalize),
          "mask 又错了一位 (shifted twice)：DPODataset 里 mask 已经和 y、和 log_probs 对齐了，这里直接相乘。"),
         (lambda: _masked(lp[:, :-1], mask[:, 1:], normalize),
