@@ -40,6 +40,14 @@ def _chatml(m):
     return f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
 
 
+def _auto_generation_prompt(messages, add_generation_prompt=False):
+    """The generation prompt added whenever the last message is the user's, asked for or not."""
+    text = "".join(_chatml(m) for m in messages)
+    if add_generation_prompt or messages[-1]["role"] == "user":
+        text += "<|im_start|>assistant\n"
+    return text
+
+
 def _default_system(messages):
     if messages and messages[0]["role"] == "system":
         return ""
@@ -280,6 +288,7 @@ MUTANTS = {
     "generation_prompt_ignored": (_variant(render_chat=_render(_chatml, prompt="")), "add_generation_prompt"),
     "generation_prompt_without_newline": (_variant(render_chat=_render(_chatml, prompt="<|im_start|>assistant")),
                                           "最后的换行不能少"),
+    "generation_prompt_added_unasked": (_variant(render_chat=_auto_generation_prompt), "add_generation_prompt 没有起作用"),
     "content_stripped": (_variant(render_chat=_render(
         lambda m: f"<|im_start|>{m['role']}\n{m['content'].strip()}<|im_end|>\n")), "strip()"),
     # assistant_spans

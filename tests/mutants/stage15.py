@@ -126,6 +126,14 @@ def _save_cast(dtype):
     return save_lora
 
 
+def _apply_counting(what):
+    def apply_lora(model, rank=8):
+        _ref.apply_lora(model, rank)
+        loras = [m.lora for m in model.modules() if isinstance(getattr(m, "lora", None), nn.Module)]
+        return len(loras) if what == "layers" else sum(lora.A.weight.numel() for lora in loras)
+    return apply_lora
+
+
 # ---- load_lora
 
 def _load_state_dict(model, path):
@@ -266,6 +274,8 @@ MUTANTS = {
     "save_as_half": (_variant(save_lora=_save_cast(torch.float16)), "是 torch.float16"),
     "load_shapes_not_compared": (_variant(load_lora=_load_keys_only), "copy_ 在形状对不上时自己报的错"),
     "load_shape_error_swallowed": (_variant(load_lora=_load_broadcasts), "形状不同却没有报错"),
+    "returns_number_of_layers": (_variant(apply_lora=_apply_counting("layers")), "挂上 LoRA 的层数"),
+    "returns_a_parameters_only": (_variant(apply_lora=_apply_counting("A")), "只数了 A 的参数"),
     "load_with_load_state_dict": (_variant(load_lora=_load_state_dict), "Missing key(s) in state_dict"),
     "merge_new_parameter": (_variant(merge_lora=_merge_new_parameter), "新的 nn.Parameter"),
     "forward_a_and_b_swapped": (_variant({"forward": lambda self, x: self.A(self.B(x))}), "先 A 再 B"),

@@ -249,6 +249,16 @@ def _encode_spans_uncut(self, messages):
     return ids + [self.pad_id] * (self.max_length - len(ids)), mask
 
 
+def _no_squeeze(logits, labels):
+    return F.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1))
+
+
+def _rewards_not_halved(ref_log_probs, policy_log_probs, mask, beta, length_normalize=True):
+    r = beta * (_ref_loss.sequence_log_probs(policy_log_probs, mask, length_normalize)
+                - _ref_loss.sequence_log_probs(ref_log_probs, mask, length_normalize))
+    return r, r  # the mistake: the whole batch twice, not its two halves
+
+
 ls = F.logsigmoid
 
 MUTANTS = {
@@ -258,6 +268,8 @@ MUTANTS = {
     "log_softmax_in_bf16": (_variant(logits_to_log_probs=_in_bf16), "在 bfloat16 里算的"),
     "log_softmax_over_time": (_variant(logits_to_log_probs=_wrong_dim), "维度不对"),
     "labels_shifted_again": (_variant(logits_to_log_probs=_shifted_again), "又错位了一次"),
+    "squeeze_forgotten": (_variant(logits_to_log_probs=_no_squeeze), "少了 .squeeze(-1)"),
+    "rewards_not_halved": (_variant(implicit_rewards=_rewards_not_halved), "没有分成两半"),
     "squeeze_all_dims": (_variant(logits_to_log_probs=_squeeze_all), ".squeeze(-1)"),
     "dpo_loss_detached": (_variant(dpo_loss=_loss_detached), "不带梯度 (requires_grad=False)"),
     "rewards_detached": (_variant(implicit_rewards=_rewards_detached), "Not detached"),

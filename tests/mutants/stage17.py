@@ -125,6 +125,18 @@ def _objective(shift="right", kd_positions="labelled", cut="first", soft_then_cu
     return distill_objective
 
 
+def _empty_leaf_zero():
+    """An empty batch answered with a fresh leaf: backward() works, the student gets no gradient."""
+    base = _objective()
+
+    def distill_objective(student_logits, teacher_logits, labels, alpha=0.5, temperature=1.5):
+        if not (labels[:, 1:] != -100).any():
+            zero = torch.tensor(0.0, requires_grad=True)
+            return zero, zero, zero
+        return base(student_logits, teacher_logits, labels, alpha, temperature)
+    return distill_objective
+
+
 def _with_objective(**opts):
     return _variant(distill_objective=_objective(**opts))
 
@@ -174,5 +186,6 @@ MUTANTS = {
     "no_alpha_weighting": (_with_objective(alpha_mode="sum"), "没有按 α 加权"),
     # edge cases
     "empty_batch_gives_nan": (_with_objective(empty_guard=False), "得到 NaN"),
+    "empty_batch_zero_not_connected": (_variant(distill_objective=_empty_leaf_zero()), "没有连着 student_logits"),
     "bf16_not_upcast": (_with_objective(upcast=False), "应该是 float32"),
 }

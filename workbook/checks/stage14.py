@@ -97,6 +97,7 @@ def _render_cases() -> list[tuple[str, list[dict], bool]]:
     cases = [(what, msgs, False) for what, msgs in CONVS]
     cases += [
         ("只有用户提问，add_generation_prompt=True", [_u("写一首诗。")], True),
+        ("只有用户提问，add_generation_prompt=False（不要自己补上生成提示）", [_u("写一首诗。")], False),
         ("系统提示 + 用户提问，add_generation_prompt=True", [_s(SYSTEM), _u("春")], True),
         ("两轮对话停在第二个提问，add_generation_prompt=True", CONVS[MULTI][1][:3], True),
         ("首尾带空格和换行的内容", [_u("  写一首诗\n"), _a("\n春眠不觉晓，\n处处闻啼鸟。\n")], False),

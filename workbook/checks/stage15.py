@@ -355,6 +355,14 @@ def _check_freezing_and_start(impl) -> None:
         if n in (base_total, base_total + lora_total):
             fail(f"apply_lora 返回了 {n:,}：这是全部参数的个数。要返回的是可训练的参数（也就是 LoRA 的）个数 "
                  f"{lora_total:,}：sum(p.numel() for p in model.parameters() if p.requires_grad)。")
+        a_total = sum(lora.A.weight.numel() for lora in adapters.values())
+        if n == len(adapters):
+            fail(f"apply_lora 返回了 {n}：这是挂上 LoRA 的层数。要返回的是可训练参数的个数 {lora_total:,}"
+                 f"（每层 rank·(in + out)）：sum(p.numel() for p in model.parameters() if p.requires_grad)。")
+        if n in (a_total, lora_total - a_total):
+            which = "A" if n == a_total else "B"
+            fail(f"apply_lora 返回了 {n:,}：只数了 {which} 的参数。每个 LoRA 有 A (rank, in) 和 B (out, rank) 两个矩阵，"
+                 f"一共 {lora_total:,} 个：sum(p.numel() for p in model.parameters() if p.requires_grad)。")
         fail(f"apply_lora 返回了 {n!r}，可训练的参数（LoRA 的 A 和 B）一共 {lora_total:,} 个 "
              f"= {len(adapters)} 层 × rank {RANK} × (in + out)。")
 

@@ -83,6 +83,10 @@ def _check_log_probs(impl, ref) -> None:
         if tuple(got.shape) == (B, T - 1):
             fail(f"{what} 的形状是 {tuple(got.shape)}，应为 {(B, T)}：你又错位了一次 (shifted twice)。"
                  f"DPODataset 已经错好位了（y = ids[1:]），logits[:, t] 预测的就是 labels[:, t]，这里直接 gather。")
+        if tuple(got.shape) == (B, T, 1):
+            fail(f"{what} 的形状是 {tuple(got.shape)}：gather 之后少了 .squeeze(-1)。gather 取出的每一项还带着大小为 1 的"
+                 f"最后一维：.gather(-1, labels.unsqueeze(-1)).squeeze(-1)，得到 {(B, T)}。留着它，后面和 mask (B, T) 相乘会"
+                 f"广播成 (B, T, T)，值全错却不报错。")
         if got.dim() == 3:
             fail(f"{what} 的形状是 {tuple(got.shape)}：你返回了整个词表的 log 概率。要用 gather 取出 labels 那个 token 的一项："
                  f".gather(-1, labels.unsqueeze(-1)).squeeze(-1)，得到 {(B, T)}。")
@@ -429,6 +433,10 @@ def _check_rewards(impl, ref) -> None:
         expect(isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(t, torch.Tensor) for t in got),
                f"{what} 应该返回 (chosen_rewards, rejected_rewards) 两个张量，你的返回了 {type(got).__name__}。")
         for name, t in zip(SIDES, got):
+            if tuple(t.shape) == (2 * h,):
+                fail(f"{what} 的 {name} 奖励形状是 {tuple(t.shape)}：这是整个 batch（{2 * h} 行）的奖励，没有分成两半。"
+                     f"batch 是 [chosen; rejected]：前 B/2 行是 chosen 的奖励，后 B/2 行是 rejected 的，"
+                     f"用 _halves(rewards, \"implicit_rewards\") 分开，各是 {(h,)}。")
             expect(tuple(t.shape) == (h,), f"{what} 的 {name} 奖励形状应为 {(h,)}（每对一个），你的是 {tuple(t.shape)}。")
         want = ref.implicit_rewards(ref_lp, pol_lp, mask, BETA, n)
         if all(close(g, w, atol=1e-6, rtol=1e-5) for g, w in zip(got, want)):

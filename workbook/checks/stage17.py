@@ -495,6 +495,10 @@ def _check_empty_and_dtype(impl, ref) -> None:
     except RuntimeError as e:
         fail(f"没有被计数的位置时，返回的 0 要连着 student_logits（zero = student_logits.sum() * 0.0），"
              f"训练脚本照常调用 loss.backward()；你的报错：{str(e)[:100]}。")
+    if student.grad is None:
+        fail("没有被计数的位置时，你返回的 0 能 backward()，却没有连着 student_logits（backward 之后 student_logits.grad "
+             "还是 None）：像是新建了一个 torch.tensor(0.0, requires_grad=True)。多卡训练 (DDP) 时，这一步模型的参数收不到梯度，"
+             "各个进程会一直等它的梯度同步。用 zero = student_logits.sum() * 0.0：值是 0，梯度也是 0，但计算图是连着的。")
 
     student, teacher, labels = _batch(seed=7)
     got = _call_objective(impl, student.bfloat16(), teacher.bfloat16(), labels, alpha=ALPHA, temperature=TEMP)
