@@ -121,6 +121,12 @@ def _mean_over_batch_total(lp, m, n):
     return total / m.sum() if n else total
 
 
+def _mask_rolled_two(lp, m, n):
+    m = torch.roll(m, 2, dims=-1)  # the mask moved by two positions (a shift applied twice, and wrapped)
+    total = (lp * m).sum(-1)
+    return total / m.sum(-1).clamp(min=1) if n else total
+
+
 def _always_mean(lp, m, n):
     return (lp * m).sum(-1) / m.sum(-1).clamp(min=1)
 
@@ -282,6 +288,7 @@ MUTANTS = {
     "mean_over_all_positions": (_variant(sequence_log_probs=_seq(_divided_by_t)), "除以的是序列长度"),
     "mask_shifted_again_in_loss": (_variant(sequence_log_probs=_seq(_mask_shifted_in_loss)), "又错了一位"),
     "mean_over_the_batch_total": (_variant(sequence_log_probs=_seq(_mean_over_batch_total)), "整个 batch 的回答 token 总数"),
+    "mask_rolled_by_two": (_variant(sequence_log_probs=_seq(_mask_rolled_two)), "错开了 2 位"),
     "no_clamp_nan": (_variant(sequence_log_probs=_seq(_no_clamp)), "clamp"),
     # dpo_loss
     "halves_swapped": (_loss_variant(lambda rc, rr, pc, pr, b: -ls(b * ((pr - pc) - (rr - rc))).mean()),

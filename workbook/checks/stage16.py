@@ -208,6 +208,28 @@ def _seq_mistakes(lp, mask, normalize: bool) -> list:
     ]
 
 
+def _probe_sequence(impl, normalize: bool) -> str | None:
+    """Locate a wrong sequence_log_probs: with one answer token at position t, the right value
+    is log_probs[0, t] in both modes; which position does the learner's value come from?"""
+    T = 9
+    lp = -(torch.arange(1, T + 1, dtype=torch.float32) * 0.37).reshape(1, T)  # a distinct value per position
+    for t in (3, 6):
+        mask = torch.zeros(1, T, dtype=torch.long)
+        mask[0, t] = 1
+        got = impl.sequence_log_probs(lp, mask, normalize)
+        if not isinstance(got, torch.Tensor) or got.numel() != 1 or close(got.reshape(()), lp[0, t], atol=1e-6):
+            continue
+        value = got.reshape(()).item()
+        head = (f"mask 只有位置 {t} 是 1 时（一个回答 token），length_normalize={normalize} 的结果应该就是 "
+                f"log_probs[0, {t}] = {lp[0, t].item():.4f}，你的是 {value:.4f}")
+        for k in range(T):
+            if k != t and abs(value - lp[0, k].item()) < 1e-6:
+                return (f"{head} = log_probs[0, {k}]：mask 和 log_probs 错开了 {abs(k - t)} 位。DPODataset 已经把 mask 和 y"
+                        f"（也就是 log_probs）对齐了，这里逐位相乘就行，不要再移动其中一个。")
+        return f"{head}。"
+    return None
+
+
 def _check_sequence(impl, ref) -> None:
     lp, mask = _seq_inputs()
     call = "sequence_log_probs(log_probs, mask, length_normalize={})"
@@ -227,7 +249,7 @@ def _check_sequence(impl, ref) -> None:
         for n in (True, False):
             if ok[n]:
                 continue
-            message = diagnose(got[n], _seq_mistakes(lp, mask, n), atol=1e-5)
+            message = diagnose(got[n], _seq_mistakes(lp, mask, n), atol=1e-5) or _probe_sequence(impl, n)
             rule = "sum(lp * mask) / mask.sum(-1).clamp(min=1)" if n else "sum(lp * mask)"
             fail(f"{call.format(n)}：{message or '应该是 ' + rule}（应为 {want[n].tolist()}，你的是 {got[n].tolist()}）。")
     default = _seq(impl, lp, mask, "sequence_log_probs(log_probs, mask)")
