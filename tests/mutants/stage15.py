@@ -276,6 +276,7 @@ MUTANTS = {
     "load_shape_error_swallowed": (_variant(load_lora=_load_broadcasts), "形状不同却没有报错"),
     "returns_number_of_layers": (_variant(apply_lora=_apply_counting("layers")), "挂上 LoRA 的层数"),
     "returns_a_parameters_only": (_variant(apply_lora=_apply_counting("A")), "只数了 A 的参数"),
+    "lora_output_detached": (_variant({"forward": lambda self, x: self.B(self.A(x)).detach()}), "loss 不带梯度"),
     "load_with_load_state_dict": (_variant(load_lora=_load_state_dict), "Missing key(s) in state_dict"),
     "merge_new_parameter": (_variant(merge_lora=_merge_new_parameter), "新的 nn.Parameter"),
     "forward_a_and_b_swapped": (_variant({"forward": lambda self, x: self.A(self.B(x))}), "先 A 再 B"),

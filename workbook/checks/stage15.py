@@ -381,7 +381,12 @@ def _check_freezing_and_start(impl) -> None:
     # step 0: only B gets a gradient (A's is B^T (dL/dy) x^T = 0 while B = 0)
     model.zero_grad(set_to_none=True)
     ids = _ids(6)
-    model(ids, labels=ids).loss.backward()
+    loss = model(ids, labels=ids).loss
+    if not loss.requires_grad:
+        fail("apply_lora 之后模型的 loss 不带梯度 (requires_grad=False)：原模型冻结了，LoRA 的参数也要梯度，"
+             "可 loss 和它们断开了——像是 LoRA 的输出在 forward 里被 .detach() 了，或者算在 torch.no_grad() 里。"
+             "训练脚本的 loss.backward() 会直接报错。forward_with_lora 直接返回 original(x) + adapter(x)。")
+    loss.backward()
     got_base = [k for k, p in named if id(p) not in lora_ids and p.grad is not None and p.grad.abs().max() > 0]
     expect(not got_base, f"原模型的参数 {got_base[:1]} 收到了梯度：它们应该被冻结。")
     no_grad_b = [k for k, lora in adapters.items()

@@ -432,8 +432,13 @@ def _check_objective_value(impl, ref) -> None:
         fail(message or _probe(impl, "ce") or f"ce 应该是被计数位置（labels[:, 1:] != -100）上学生的平均交叉熵 = "
                                               f"{want_ce.item():.6g}，你的是 {ce.item():.6g}。")
     if not close(kd, want_kd, atol=ATOL, rtol=RTOL):
-        if close(kd, want_kd / TEMP ** 2, atol=ATOL, rtol=RTOL) or close(kd, want_kd / TEMP, atol=ATOL, rtol=RTOL):
-            fail(f"kd 少了 T² 因子（T = {TEMP:g}）：distillation_loss 要返回 T² · KL。")
+        if close(kd, want_kd / TEMP ** 2, atol=ATOL, rtol=RTOL):
+            fail(f"kd 少了 T² 因子（T = {TEMP:g}）：kd 是 T² · KL，用 distillation_loss(..., temperature=T) 算，它已经乘了 T²。")
+        if close(kd, want_kd / TEMP, atol=ATOL, rtol=RTOL):
+            fail(f"kd 乘的是 T 而不是 T²（T = {TEMP:g}，你的 kd 小了 {TEMP:g} 倍）：kd 是 T² · KL，"
+                 f"用 distillation_loss(..., temperature=T) 算。")
+        if close(kd, want_kd * 2 / TEMP, atol=ATOL, rtol=RTOL):
+            fail(f"kd 乘的是 2·T 而不是 T²（T = {TEMP:g}：2·T = {2 * TEMP:g}，T² = {TEMP ** 2:g}）：temperature ** 2，不是 temperature * 2。")
         message = _match(kd, _kd_mistakes(student, teacher, labels, TEMP))
         fail(message or _probe(impl, "kd") or f"kd 应该是 distillation_loss(被计数位置的学生行, 老师行, temperature=T) = "
                                               f"{want_kd.item():.6g}，你的是 {kd.item():.6g}。")
