@@ -328,6 +328,8 @@ MUTANTS = {
                        "提问 (prompt)"),
     "pretrain_style_mask": (_variant({"__getitem__": _getitem(
         lambda self, s, ids, m: (ids[:-1], ids[1:], [int(t != self.pad_id) for t in ids[1:]]))}), "提问 (prompt)"),
+    "pad_masked_by_value": (_variant({"_encode": _encode_with(
+        lambda self, n, ids, m: [k if t != self.pad_id else 0 for k, t in zip(m, ids)])}), "按值 (by value)"),
     "pad_not_masked": (_variant({"_encode": _encode_with(lambda self, n, ids, m: m[:n] + [1] * (len(ids) - n))}),
                        "pad 没有被 mask 掉"),
     "mask_bool": (_variant({"__getitem__": _mask_bool}), "dtype"),

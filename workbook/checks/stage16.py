@@ -582,6 +582,9 @@ PAIRS: list[tuple[str, list[dict], list[dict]]] = [
     ("chosen 很长，被 max_length 截断",
      [_u("背一段《春江花月夜》。"), _a(LONG)],
      [_u("背一段《春江花月夜》。"), _a("忘了。")]),
+    ("chosen 的回答里有 <|endoftext|> 字样（和 pad 同一个 id 0）",
+     [_u("把结束记号原样写一遍。"), _a("好：<|endoftext|>。")],
+     [_u("把结束记号原样写一遍。"), _a("不写。")]),
 ]
 MULTI, CUT = 2, 3
 
