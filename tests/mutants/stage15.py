@@ -126,6 +126,18 @@ def _save_cast(dtype):
     return save_lora
 
 
+def _apply_recursive(model, rank=8):
+    """The new forward calls module.forward, which by then is itself."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and module.weight.shape[0] == module.weight.shape[1]:
+            lora = _ref.LoRA(module.in_features, module.out_features, rank).to(module.weight.device, module.weight.dtype)
+            module.lora = lora
+            module.forward = lambda x, module=module, lora=lora: module.forward(x) + lora(x)
+    for n, p in model.named_parameters():
+        p.requires_grad = ".lora." in n
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def _apply_counting(what):
     def apply_lora(model, rank=8):
         _ref.apply_lora(model, rank)
@@ -274,6 +286,7 @@ MUTANTS = {
     "save_as_half": (_variant(save_lora=_save_cast(torch.float16)), "是 torch.float16"),
     "load_shapes_not_compared": (_variant(load_lora=_load_keys_only), "copy_ 在形状对不上时自己报的错"),
     "load_shape_error_swallowed": (_variant(load_lora=_load_broadcasts), "形状不同却没有报错"),
+    "forward_calls_itself": (_variant(apply_lora=_apply_recursive), "无限递归 (RecursionError)"),
     "returns_number_of_layers": (_variant(apply_lora=_apply_counting("layers")), "挂上 LoRA 的层数"),
     "returns_a_parameters_only": (_variant(apply_lora=_apply_counting("A")), "只数了 A 的参数"),
     "lora_output_detached": (_variant({"forward": lambda self, x: self.B(self.A(x)).detach()}), "loss 不带梯度"),

@@ -293,7 +293,13 @@ def _check_layer_forward(impl, ref) -> None:
     last = names[-1]
     with torch.no_grad():
         for name in names:
-            got = model.get_submodule(name)(x)
+            try:
+                got = model.get_submodule(name)(x)
+            except RecursionError:
+                fail(f"{name}(x) 无限递归 (RecursionError)：新的 forward 里调用的 module.forward 已经是它自己了。"
+                     f"函数运行时才去找 module.forward，那时它已经被换成了新函数。替换之前先把原来的绑定方法存下来，"
+                     f"并绑进新函数：def forward_with_lora(x, original=module.forward, adapter=lora): "
+                     f"return original(x) + adapter(x)。")
             base, delta = y(name, name)
             if close(got, base + delta, atol=1e-5, rtol=1e-5):
                 continue
