@@ -200,6 +200,14 @@ def _getitem(build):
     return __getitem__
 
 
+def _y_padded_with_minus_100(self, side, ids, mask):
+    """The SFT habit: the targets' padding written as -100."""
+    k = len(ids)
+    while k > 0 and ids[k - 1] == self.pad_id:
+        k -= 1
+    return ids[:-1], ids[1:k] + [-100] * (len(ids) - k), mask[1:]
+
+
 def _keys_swapped(self, index):
     item = _ref_data.DPODataset.__getitem__(self, index)
     return {k.replace("chosen", "@").replace("rejected", "chosen").replace("@", "rejected"): v for k, v in item.items()}
@@ -330,6 +338,7 @@ MUTANTS = {
         lambda self, s, ids, m: (ids[:-1], ids[1:], [int(t != self.pad_id) for t in ids[1:]]))}), "提问 (prompt)"),
     "pad_masked_by_value": (_variant({"_encode": _encode_with(
         lambda self, n, ids, m: [k if t != self.pad_id else 0 for k, t in zip(m, ids)])}), "按值 (by value)"),
+    "y_padded_with_minus_100": (_variant({"__getitem__": _getitem(_y_padded_with_minus_100)}), "y 里有 -100"),
     "pad_not_masked": (_variant({"_encode": _encode_with(lambda self, n, ids, m: m[:n] + [1] * (len(ids) - n))}),
                        "pad 没有被 mask 掉"),
     "mask_bool": (_variant({"__getitem__": _mask_bool}), "dtype"),

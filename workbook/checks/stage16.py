@@ -696,8 +696,17 @@ def _diagnose_side(got: dict, want: dict, side: str, full: list[int], messages: 
             fail(f"{what}：x 和 y 反了：x = ids[:-1]（模型读的），y = ids[1:]（要预测的下一个 token）。")
         if gy == gx:
             fail(f"{what}：y 和 x 一样，没有错位：y = ids[1:]。位置 t 读 x[t]，要给的是下一个 token y[t] = ids[t + 1] 的概率。")
+        for name, seq in (("x", gx), ("y", gy)):
+            if -100 in seq:
+                j = seq.index(-100)
+                fail(f"{what}：{name} 里有 -100（从位置 {j} 起）：那是 SFT 里 labels 的写法。DPO 的 x 和 y 都是 token id："
+                     f"y 要拿去 gather 对数概率，-100 当下标会出错；padding 处补 pad_id（{tok.pad_token_id}），"
+                     f"算不算由 mask 决定（padding 的 mask 是 0）。")
         if gx[1:] != gy[:-1]:
-            fail(f"{what}：x 和 y 应该来自同一串 ids：x = ids[:-1]，y = ids[1:]，所以 x[1:] == y[:-1]，你的不是。")
+            diff = [t for t in range(len(gy) - 1) if gx[t + 1] != gy[t]]
+            fail(f"{what}：x 和 y 应该来自同一串 ids：x = ids[:-1]，y = ids[1:]，所以 x[t + 1] == y[t]；你的从位置 {diff[0]} "
+                 f"起不是（x[{diff[0] + 1}] = {gx[diff[0] + 1]}，y[{diff[0]}] = {gy[diff[0]]}，一共 {len(diff)} 处）。"
+                 f"两者都从同一个补齐后的 ids 切出来，只差一位。")
         stage14._diagnose_input(gx + gy[-1:], ids, full, ml, tok, f"{what}（把 x 和 y 拼回 ids）")
     if gm != wm:
         _diagnose_mask(gm, wm, ids, min(len(full), ml), messages, tok, what)
