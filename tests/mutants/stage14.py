@@ -170,6 +170,13 @@ def _pad_with_eos(self, ids):
     return _pad(self, ids, self.tokenizer.eos_token_id), _labels(self, ids)
 
 
+def _getitem_with_generation_prompt(self, index):
+    """The training text rendered with the generation prompt appended."""
+    text = _ref.render_chat(self.conversation(index), add_generation_prompt=True)
+    ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:self.max_length]
+    return (torch.tensor(_pad(self, ids), dtype=torch.long), torch.tensor(_labels(self, ids), dtype=torch.long))
+
+
 def _bos_eos_room(self, ids):
     ids = ids[:self.max_length - 2]  # the pretraining habit: room for bos and eos
     return _pad(self, ids), _labels(self, ids)
@@ -312,6 +319,8 @@ MUTANTS = {
     "system_prompt_learned": (_variant({"__getitem__": _getitem_all_but_user}), "系统提示 (system prompt)"),
     "mask_by_value": (_variant({"__getitem__": _getitem(_mask_by_value)}), "按值 (by value)"),
     "pad_with_eos": (_variant({"__getitem__": _getitem(_pad_with_eos)}), "padding 用了 eos"),
+    "generation_prompt_in_training_text": (_variant({"__getitem__": _getitem_with_generation_prompt}),
+                                           "add_generation_prompt=True"),
     "room_for_bos_eos": (_variant({"__getitem__": _getitem(_bos_eos_room)}), "截断多截了 2 个"),
     "extra_bos_eos": (_variant({"__getitem__": _getitem(_extra_bos_eos)}), "不要像预训练那样再加 bos/eos"),
     "labels_shifted": (_variant({"__getitem__": _getitem(_shifted)}), "错位"),

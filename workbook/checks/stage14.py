@@ -435,6 +435,10 @@ def _diagnose_input(x: list[int], want: list[int], full: list[int], ml: int, tok
     if x == [pad] * (ml - n) + full[:n] and x != want:
         fail(f"{what}：你把 padding 补在了左边 (left padding)。训练样本要右填充 (right padding)。")
     tail = x[n:]
+    if tail and x[:n] == want[:n] and tail[:len(_START_IDS)] == _START_IDS[:len(tail)]:
+        fail(f"{what}：对话的 token 之后多了 `<|im_start|>assistant\\n`（位置 {n} 起）：像是渲染时用了 "
+             f"add_generation_prompt=True。生成提示只在推理时加（让模型从那里开始写）；训练样本里的对话已经有完整的回答，"
+             f"render_chat(conversation) 用默认的 add_generation_prompt=False。")
     if tail and tail != [pad] * len(tail) and x[:n] == want[:n]:
         if all(t == -100 for t in tail):
             fail(f"{what}：input_ids 的 padding 用了 -100。-100 只放在 labels 里；input_ids 要用 pad_token_id（{pad}）。")
