@@ -55,6 +55,20 @@ def _loss(swap=False, student_probs=False, teacher_log=False, factor="T2", t_stu
     return distillation_loss
 
 
+def _kd_variant(kind):
+    def distillation_loss(student_logits, teacher_logits, temperature=1.0, reduction="batchmean"):
+        T = temperature
+        with torch.no_grad():
+            pt = F.softmax(teacher_logits * T if kind == "times_t" else teacher_logits / T, dim=-1)
+        if kind == "times_t":  # the mistake: the logits multiplied by T
+            return T ** 2 * F.kl_div(F.log_softmax(student_logits * T, -1), pt, reduction=reduction)
+        ls = F.log_softmax(student_logits / T, dim=-1)
+        if kind == "soft_ce":  # the mistake: cross-entropy with the soft targets, the teacher's entropy kept
+            return T ** 2 * -(pt * ls).sum(-1).mean()
+        return T ** 2 * F.mse_loss(ls.exp(), pt)  # the mistake: MSE between the probabilities
+    return distillation_loss
+
+
 def _with_loss(**opts):
     return _variant(distillation_loss=_loss(**opts))
 
@@ -150,6 +164,9 @@ MUTANTS = {
     # the temperature and T²
     "no_t_squared": (_with_loss(factor="1"), "少了 T² 因子"),
     "t_instead_of_t_squared": (_with_loss(factor="T"), "乘的是 T 而不是 T²"),
+    "logits_multiplied_by_t": (_variant(distillation_loss=_kd_variant("times_t")), "logits 乘以了温度"),
+    "soft_cross_entropy_not_kl": (_variant(distillation_loss=_kd_variant("soft_ce")), "你算的是交叉熵"),
+    "mse_of_probabilities": (_variant(distillation_loss=_kd_variant("mse")), "均方误差 (MSE)"),
     "two_t_instead_of_t_squared": (_with_loss(factor="2T"), "乘的是 2·T（temperature * 2）"),
     "temperature_on_student_only": (_with_loss(t_teacher=False), "温度只用在了学生一侧"),
     "temperature_on_teacher_only": (_with_loss(t_student=False), "温度只用在了老师一侧"),

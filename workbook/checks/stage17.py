@@ -137,6 +137,15 @@ def _loss_mistakes(s: torch.Tensor, t: torch.Tensor, T: float) -> list[tuple[tor
          "否则学生被要求在 T = 1 时就长成老师在 T 时那么“软”的样子。"),
         (_kl(F.log_softmax(s, -1), F.softmax(t, -1)),
          f"温度 (temperature) 没有用上：你算的是 T = 1 时的 KL。两边的 logits 都要除以 temperature（这里 T = {T:g}）。"),
+        (_kl(F.log_softmax(s * T, -1), F.softmax(t * T, -1)),
+         f"logits 乘以了温度：软化是除以 T，s / T 和 t / T（这里 T = {T:g}）。乘以 T 反而让分布更尖，暗知识全被压没了。"),
+        (-(pt * ls).sum(-1).mean(),
+         "你算的是交叉熵 H(p_老师, p_学生) = −Σ p_t · log p_s，不是 KL：两者差一个老师自己的熵 H(p_t)。对学生的梯度一样，"
+         "但 loss 的值不再是 0 起步、也不能和 MiniMind 的日志对比。用 F.kl_div(log_softmax(s / T), softmax(t / T), "
+         "reduction=\"batchmean\")，它算的是 Σ p_t · (log p_t − log p_s)。"),
+        (F.mse_loss(ps, pt),
+         "你算的是两个概率分布的均方误差 (MSE)，不是 KL 散度：蒸馏要的是 KL(p_老师 ‖ p_学生)，"
+         "用 F.kl_div(log_softmax(s / T), softmax(t / T), reduction=\"batchmean\")。"),
         (_kl(ls, pt, "mean"), "reduction 用成了 \"mean\"：F.kl_div 的 \"mean\" 除以的是元素个数 N·V（行数 × 词表大小），"
                               "不是行数 N，结果小了 V 倍。要的是 reduction=\"batchmean\"：在词表上求和，再对 N 行取平均——这才是 KL 的平均值。"),
         (_kl(ls, pt, "sum"), "reduction 用成了 \"sum\"：结果是 N 行的 KL 之和，会随 batch 和序列长度变大。"
