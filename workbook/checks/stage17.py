@@ -373,7 +373,6 @@ def _probe(impl, which: str) -> str | None:
     """Locate a wrong ce or kd: one label at a time, which student (and teacher) row does the
     learner's value come from?  Returns a diagnostic, or None when every probe is right."""
     student, teacher, _ = _batch()
-    right_rows = []
     for j in (3, 6):
         labels = torch.full((BATCH, SEQ), -100, dtype=torch.long)
         labels[1, j] = 2  # one counted position: logits[1, j - 1] predicts it
@@ -391,7 +390,6 @@ def _probe(impl, which: str) -> str | None:
                 for tt in (range(max(0, j - 2), min(SEQ, j + 2)) if which == "kd" else (ts,))]
         found = next(((ts, tt) for ts, tt in rows if close(got, value(ts, tt), atol=ATOL, rtol=RTOL)), None)
         if found == (j - 1, j - 1):
-            right_rows.append(j)
             continue
         head = (f"只在 labels[1, {j}] 上有一个 label（其余都是 -100）时，你的 {which} 是 {got.item():.5g}，"
                 f"应为 {value(j - 1, j - 1).item():.5g}（来自 logits[1, {j - 1}]：位置 t 的 logits 预测 labels[:, t + 1]）。")
