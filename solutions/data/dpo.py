@@ -35,12 +35,14 @@ SIDES = ("chosen", "rejected")
 def _parse_pair(line: str | bytes, path: Path, lineno: int) -> tuple[list[dict], list[dict]]:
     """(chosen, rejected) messages of one jsonl line; ValueError "file:line: ..." when it is bad.
 
-    Bad: not JSON; not an object with non-empty lists "chosen" and "rejected"; a message that is
+    Bad: not valid UTF-8; not JSON; not an object with non-empty lists "chosen" and "rejected"; a message that is
     not an object with "role" in ROLES and a str "content"; a side without an assistant message.
     """
     try:
         record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: 这一行不是合法的 UTF-8 (not valid UTF-8)：文件要用 UTF-8 编码：{e}") from None
+    except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{lineno}: 这一行不是合法的 JSON (malformed JSON): {e}") from None
     if not isinstance(record, dict):
         raise ValueError(f'{path}:{lineno}: 这一行应该是 {{"chosen": [...], "rejected": [...]}}：{str(record)[:60]}')
@@ -102,7 +104,7 @@ class DPODataset(Dataset):
         self._file = None  # opened on first read, once per process (DataLoader workers fork)
         self._file_pid = None
         if self.path.suffix == ".gz":
-            with gzip.open(self.path, "rt", encoding="utf-8") as f:
+            with gzip.open(self.path, "rb") as f:  # bytes, as for .jsonl: one decoding path
                 self._pairs = [_parse_pair(line, self.path, i) for i, line in enumerate(f, start=1) if line.strip()]
         else:
             self._offsets, self._linenos = SFTDataset._index_lines(self.path)  # as in stage 14

@@ -47,12 +47,14 @@ def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> st
 def _parse_conversation(line: str | bytes, path: Path, lineno: int) -> list[dict]:
     """The "conversations" list of one jsonl line; ValueError "file:line: ..." when it is bad.
 
-    Bad: not JSON; not an object with a non-empty list "conversations"; a message that is not an
+    Bad: not valid UTF-8; not JSON; not an object with a non-empty list "conversations"; a message that is not an
     object with "role" in ROLES and a str "content"; no assistant message (nothing to learn).
     """
     try:
         record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: 这一行不是合法的 UTF-8 (not valid UTF-8)：文件要用 UTF-8 编码：{e}") from None
+    except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{lineno}: 这一行不是合法的 JSON (malformed JSON): {e}") from None
     conv = record.get("conversations") if isinstance(record, dict) else None
     if not isinstance(conv, list) or not conv:
@@ -132,7 +134,7 @@ class SFTDataset(Dataset):
         self._file = None  # opened on first read, once per process (DataLoader workers fork)
         self._file_pid = None
         if self.path.suffix == ".gz":
-            with gzip.open(self.path, "rt", encoding="utf-8") as f:
+            with gzip.open(self.path, "rb") as f:  # bytes, as for .jsonl: one decoding path
                 self._conversations = [_parse_conversation(line, self.path, i)
                                        for i, line in enumerate(f, start=1) if line.strip()]
         else:

@@ -40,6 +40,14 @@ def _chatml(m):
     return f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
 
 
+def _auto_generation_prompt(messages, add_generation_prompt=False):
+    """The generation prompt added whenever the last message is the user's, asked for or not."""
+    text = "".join(_chatml(m) for m in messages)
+    if add_generation_prompt or messages[-1]["role"] == "user":
+        text += "<|im_start|>assistant\n"
+    return text
+
+
 def _default_system(messages):
     if messages and messages[0]["role"] == "system":
         return ""
@@ -73,6 +81,33 @@ def _spans(begin_shift=0, end_shift=0, end_len=None, drop_cut=False, first_only=
                 break
         return out
     return assistant_spans
+
+
+def _end_not_clamped(input_ids, start_ids, end_ids):
+    """A reply cut before its end marker: end + len(end_ids) runs past the sequence."""
+    out, n, i = [], len(input_ids), 0
+    while i + len(start_ids) <= n:
+        if input_ids[i:i + len(start_ids)] != start_ids:
+            i += 1
+            continue
+        begin = end = i + len(start_ids)
+        while end < n and input_ids[end:end + len(end_ids)] != end_ids:
+            end += 1
+        end += len(end_ids)  # the mistake: no min(..., n)
+        i = end
+        out.append((begin, end))
+    return out
+
+
+def _markers(start="<|im_start|>assistant\n", end="<|im_end|>\n", eos_only=False):
+    """An SFTDataset whose constructor sets other marker ids."""
+    class SFTDataset(_ref.SFTDataset):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.start_ids = self.tokenizer(start, add_special_tokens=False)["input_ids"]
+            self.end_ids = ([self.tokenizer.eos_token_id] if eos_only
+                            else self.tokenizer(end, add_special_tokens=False)["input_ids"])
+    return SFTDataset
 
 
 def _from_first_reply(input_ids, start_ids, end_ids):
@@ -135,6 +170,13 @@ def _pad_with_eos(self, ids):
     return _pad(self, ids, self.tokenizer.eos_token_id), _labels(self, ids)
 
 
+def _getitem_with_generation_prompt(self, index):
+    """The training text rendered with the generation prompt appended."""
+    text = _ref.render_chat(self.conversation(index), add_generation_prompt=True)
+    ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:self.max_length]
+    return (torch.tensor(_pad(self, ids), dtype=torch.long), torch.tensor(_labels(self, ids), dtype=torch.long))
+
+
 def _bos_eos_room(self, ids):
     ids = ids[:self.max_length - 2]  # the pretraining habit: room for bos and eos
     return _pad(self, ids), _labels(self, ids)
@@ -162,6 +204,21 @@ def _cut_after_labels(self, ids):
     return _pad(self, ids), y + [-100] * (self.max_length - len(y))
 
 
+def _spans_on_uncut(self, index):
+    """Spans searched on the whole text, labels filled from it, the ids cut afterwards."""
+    full = self.tokenizer(_ref.render_chat(self.conversation(index)), add_special_tokens=False)["input_ids"]
+    y = [-100] * self.max_length
+    for b, e in _ref.assistant_spans(full, self.start_ids, self.end_ids):
+        y[b:e] = full[b:e]
+    ids = full[:self.max_length]
+    return (torch.tensor(_pad(self, ids), dtype=torch.long), torch.tensor(y, dtype=torch.long))
+
+
+def _returns_swapped(self, index):
+    x, y = _ref.SFTDataset.__getitem__(self, index)
+    return y, x
+
+
 def _getitem_all_but_user(self, index):
     """Built message by message: every reply and the system prompt learned, only the user's turns
     masked (the mistake: the system prompt is a condition too)."""
@@ -185,6 +242,20 @@ def _bare_key(line, path, lineno):
     except json.JSONDecodeError:
         raise ValueError(f"{path}:{lineno}: 不是 JSON") from None
     return record["conversations"]  # the mistake: a missing key leaks out as KeyError
+
+
+def _utf8_not_caught(line, path, lineno):
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:  # the mistake: UnicodeDecodeError is not a JSONDecodeError
+        raise ValueError(f"{path}:{lineno}: 不是 JSON: {e}") from None
+    return _ref._parse_conversation(json.dumps(record), path, lineno)
+
+
+def _utf8_replaced(line, path, lineno):
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", errors="replace")  # the mistake: a bad line silently "repaired"
+    return _ref._parse_conversation(line, path, lineno)
 
 
 def _no_line_number(line, path, lineno):
@@ -224,6 +295,7 @@ MUTANTS = {
     "generation_prompt_ignored": (_variant(render_chat=_render(_chatml, prompt="")), "add_generation_prompt"),
     "generation_prompt_without_newline": (_variant(render_chat=_render(_chatml, prompt="<|im_start|>assistant")),
                                           "最后的换行不能少"),
+    "generation_prompt_added_unasked": (_variant(render_chat=_auto_generation_prompt), "add_generation_prompt 没有起作用"),
     "content_stripped": (_variant(render_chat=_render(
         lambda m: f"<|im_start|>{m['role']}\n{m['content'].strip()}<|im_end|>\n")), "strip()"),
     # assistant_spans
@@ -236,6 +308,9 @@ MUTANTS = {
     "only_the_first_reply": (_variant(assistant_spans=_spans(first_only=True)), "只标了第一个助手回答"),
     "cut_reply_dropped": (_variant(assistant_spans=_spans(drop_cut=True)), "整段没有算 loss"),
     "closed_intervals": (_variant(assistant_spans=_spans(closed=True)), "左闭右开"),
+    "cut_end_not_clamped": (_variant(assistant_spans=_end_not_clamped), "结尾超出了序列"),
+    "start_ids_without_newline": (_variant(SFTDataset=_markers(start="<|im_start|>assistant")), "少了最后的换行"),
+    "end_ids_eos_only": (_variant(SFTDataset=_markers(eos_only=True)), "只用 [eos_token_id] 也是这样"),
     "everything_after_the_first_reply": (_variant(assistant_spans=_from_first_reply), "用户 (user) 的提问"),
     "every_message_learned": (_variant(assistant_spans=_every_message), "用户 (user) 的提问"),
     # SFTDataset.__getitem__
@@ -244,12 +319,18 @@ MUTANTS = {
     "system_prompt_learned": (_variant({"__getitem__": _getitem_all_but_user}), "系统提示 (system prompt)"),
     "mask_by_value": (_variant({"__getitem__": _getitem(_mask_by_value)}), "按值 (by value)"),
     "pad_with_eos": (_variant({"__getitem__": _getitem(_pad_with_eos)}), "padding 用了 eos"),
+    "generation_prompt_in_training_text": (_variant({"__getitem__": _getitem_with_generation_prompt}),
+                                           "add_generation_prompt=True"),
     "room_for_bos_eos": (_variant({"__getitem__": _getitem(_bos_eos_room)}), "截断多截了 2 个"),
     "extra_bos_eos": (_variant({"__getitem__": _getitem(_extra_bos_eos)}), "不要像预训练那样再加 bos/eos"),
     "labels_shifted": (_variant({"__getitem__": _getitem(_shifted)}), "错位"),
     "cut_reply_labels_lost": (_variant({"__getitem__": _getitem(_cut_after_labels)}), "截断"),
     # _parse_conversation
     "bad_line_keyerror": (_variant(_parse_conversation=_bare_key), "抛出的是 KeyError"),
+    "utf8_error_not_caught": (_variant(_parse_conversation=_utf8_not_caught), "漏出来的是 UnicodeDecodeError"),
+    "utf8_errors_replaced": (_variant(_parse_conversation=_utf8_replaced), "不是合法 UTF-8 的行也是坏行"),
+    "labels_from_spans_on_uncut_ids": (_variant({"__getitem__": _spans_on_uncut}), "没有截断的 ids 上"),
+    "returns_labels_first": (_variant({"__getitem__": _returns_swapped}), "顺序反了"),
     "error_without_line_number": (_variant(_parse_conversation=_no_line_number), "没有行号"),
     "bad_messages_accepted": (_variant(_parse_conversation=_roles_not_checked), "没有报错"),
     "reply_less_conversation_accepted": (_variant(_parse_conversation=_no_assistant_accepted), "没有助手"),

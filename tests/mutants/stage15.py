@@ -117,7 +117,80 @@ def _save_peft_names(model, path):
     torch.save(state, path)
 
 
+def _save_cast(dtype):
+    def save_lora(model, path):
+        state = {f"{_ref.clean_name(name)}.lora.{k}": v.detach().cpu().to(dtype) for name, module in model.named_modules()
+                 if isinstance(getattr(module, "lora", None), nn.Module)
+                 for k, v in module.lora.state_dict().items()}
+        torch.save(state, path)
+    return save_lora
+
+
+def _apply_recursive(model, rank=8):
+    """The new forward calls module.forward, which by then is itself."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and module.weight.shape[0] == module.weight.shape[1]:
+            lora = _ref.LoRA(module.in_features, module.out_features, rank).to(module.weight.device, module.weight.dtype)
+            module.lora = lora
+            module.forward = lambda x, module=module, lora=lora: module.forward(x) + lora(x)
+    for n, p in model.named_parameters():
+        p.requires_grad = ".lora." in n
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _apply_counting(what):
+    def apply_lora(model, rank=8):
+        _ref.apply_lora(model, rank)
+        loras = [m.lora for m in model.modules() if isinstance(getattr(m, "lora", None), nn.Module)]
+        return len(loras) if what == "layers" else sum(lora.A.weight.numel() for lora in loras)
+    return apply_lora
+
+
 # ---- load_lora
+
+def _load_state_dict(model, path):
+    model.load_state_dict(torch.load(path, weights_only=True))  # the mistake: strict, the whole model expected
+
+
+def _merge_new_parameter(model):
+    with torch.no_grad():
+        for name, module in list(model.named_modules()):
+            lora = getattr(module, "lora", None)
+            if not isinstance(lora, nn.Module):
+                continue
+            delta = (lora.B.weight.float() @ lora.A.weight.float()).to(module.weight.dtype)
+            module.weight = nn.Parameter(module.weight + delta)  # the mistake: a new, trainable Parameter
+            del module.lora
+            vars(module).pop("forward", None)
+
+
+def _load_keys_only(model, path):
+    """Missing and unexpected keys refused, shapes never compared: copy_ decides."""
+    state = {_ref.clean_name(k): v for k, v in torch.load(path, weights_only=True).items()}
+    own = {f"{_ref.clean_name(name)}.lora.{k}": p for name, module in model.named_modules()
+           if isinstance(getattr(module, "lora", None), nn.Module) for k, p in module.lora.named_parameters()}
+    bad = sorted(set(own) ^ set(state))
+    if bad:
+        raise ValueError(f"{path}: 键对不上: {', '.join(bad)}")
+    with torch.no_grad():
+        for k, p in own.items():
+            p.copy_(state[k])
+
+
+def _load_broadcasts(model, path):
+    """Keys checked, and copy_ made to "work" whatever the shapes (the error silenced)."""
+    state = {_ref.clean_name(k): v for k, v in torch.load(path, weights_only=True).items()}
+    own = {f"{_ref.clean_name(name)}.lora.{k}": p for name, module in model.named_modules()
+           if isinstance(getattr(module, "lora", None), nn.Module) for k, p in module.lora.named_parameters()}
+    bad = sorted(set(own) ^ set(state))
+    if bad:
+        raise ValueError(f"{path}: 键对不上: {', '.join(bad)}")
+    with torch.no_grad():
+        for k, p in own.items():
+            try:
+                p.copy_(state[k])
+            except RuntimeError:
+                pass
 
 def _load_not_strict(model, path):
     state = {_ref.clean_name(k): v for k, v in torch.load(path, weights_only=True).items()}
@@ -209,6 +282,17 @@ MUTANTS = {
     "save_keeps_ddp_prefix": (_variant(save_lora=_save_with_prefix), "`module.` 前缀"),
     "save_peft_key_names": (_variant(save_lora=_save_peft_names), "键名 (keys) 和 MiniMind 的不一样"),
     # load_lora
+    "save_as_float32": (_variant(save_lora=_save_cast(torch.float32)), "是 torch.float32，模型里的这个参数是 torch.bfloat16"),
+    "save_as_half": (_variant(save_lora=_save_cast(torch.float16)), "是 torch.float16"),
+    "load_shapes_not_compared": (_variant(load_lora=_load_keys_only), "copy_ 在形状对不上时自己报的错"),
+    "load_shape_error_swallowed": (_variant(load_lora=_load_broadcasts), "形状不同却没有报错"),
+    "forward_calls_itself": (_variant(apply_lora=_apply_recursive), "无限递归 (RecursionError)"),
+    "returns_number_of_layers": (_variant(apply_lora=_apply_counting("layers")), "挂上 LoRA 的层数"),
+    "returns_a_parameters_only": (_variant(apply_lora=_apply_counting("A")), "只数了 A 的参数"),
+    "lora_output_detached": (_variant({"forward": lambda self, x: self.B(self.A(x)).detach()}), "loss 不带梯度"),
+    "load_with_load_state_dict": (_variant(load_lora=_load_state_dict), "Missing key(s) in state_dict"),
+    "merge_new_parameter": (_variant(merge_lora=_merge_new_parameter), "新的 nn.Parameter"),
+    "forward_a_and_b_swapped": (_variant({"forward": lambda self, x: self.A(self.B(x))}), "先 A 再 B"),
     "load_not_strict": (_variant(load_lora=_load_not_strict), "load_lora 没有报错"),
     "load_weights_only_false": (_variant(load_lora=_load_code_too), "weights_only=True"),
     "load_keeps_prefix": (_variant(load_lora=_load_keeps_prefix), "拒绝了一个正确的文件"),

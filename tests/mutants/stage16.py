@@ -116,6 +116,17 @@ def _mask_shifted_in_loss(lp, m, n):
     return total / m.sum(-1).clamp(min=1) if n else total
 
 
+def _mean_over_batch_total(lp, m, n):
+    total = (lp * m).sum(-1)
+    return total / m.sum() if n else total
+
+
+def _mask_rolled_two(lp, m, n):
+    m = torch.roll(m, 2, dims=-1)  # the mask moved by two positions (a shift applied twice, and wrapped)
+    total = (lp * m).sum(-1)
+    return total / m.sum(-1).clamp(min=1) if n else total
+
+
 def _always_mean(lp, m, n):
     return (lp * m).sum(-1) / m.sum(-1).clamp(min=1)
 
@@ -189,6 +200,14 @@ def _getitem(build):
     return __getitem__
 
 
+def _y_padded_with_minus_100(self, side, ids, mask):
+    """The SFT habit: the targets' padding written as -100."""
+    k = len(ids)
+    while k > 0 and ids[k - 1] == self.pad_id:
+        k -= 1
+    return ids[:-1], ids[1:k] + [-100] * (len(ids) - k), mask[1:]
+
+
 def _keys_swapped(self, index):
     item = _ref_data.DPODataset.__getitem__(self, index)
     return {k.replace("chosen", "@").replace("rejected", "chosen").replace("@", "rejected"): v for k, v in item.items()}
@@ -221,6 +240,39 @@ def _parse_without_line_number(line, path, lineno):
         raise ValueError(f"{path}: 坏行 (bad line)") from None
 
 
+def _squeeze_all(logits, labels):
+    return F.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze()
+
+
+def _loss_detached(ref_log_probs, policy_log_probs, mask, beta, length_normalize=True):
+    return _ref_loss.dpo_loss(ref_log_probs, policy_log_probs, mask, beta, length_normalize).detach()
+
+
+def _rewards_detached(ref_log_probs, policy_log_probs, mask, beta, length_normalize=True):
+    with torch.no_grad():  # the mistake: the docstring says the caller decides
+        return _ref_loss.implicit_rewards(ref_log_probs, policy_log_probs, mask, beta, length_normalize)
+
+
+def _encode_spans_uncut(self, messages):
+    """The spans searched on the whole (uncut) ids: a reply cut by max_length stretches the mask."""
+    full = self.tokenizer(_ref_data.render_chat(messages), add_special_tokens=False)["input_ids"]
+    ids = full[:self.max_length]
+    mask = [0] * self.max_length
+    for b, e in _ref_data.assistant_spans(full, self.start_ids, self.end_ids):
+        mask[b:e] = [1] * (e - b)
+    return ids + [self.pad_id] * (self.max_length - len(ids)), mask
+
+
+def _no_squeeze(logits, labels):
+    return F.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1))
+
+
+def _rewards_not_halved(ref_log_probs, policy_log_probs, mask, beta, length_normalize=True):
+    r = beta * (_ref_loss.sequence_log_probs(policy_log_probs, mask, length_normalize)
+                - _ref_loss.sequence_log_probs(ref_log_probs, mask, length_normalize))
+    return r, r  # the mistake: the whole batch twice, not its two halves
+
+
 ls = F.logsigmoid
 
 MUTANTS = {
@@ -230,6 +282,12 @@ MUTANTS = {
     "log_softmax_in_bf16": (_variant(logits_to_log_probs=_in_bf16), "在 bfloat16 里算的"),
     "log_softmax_over_time": (_variant(logits_to_log_probs=_wrong_dim), "维度不对"),
     "labels_shifted_again": (_variant(logits_to_log_probs=_shifted_again), "又错位了一次"),
+    "squeeze_forgotten": (_variant(logits_to_log_probs=_no_squeeze), "少了 .squeeze(-1)"),
+    "rewards_not_halved": (_variant(implicit_rewards=_rewards_not_halved), "没有分成两半"),
+    "squeeze_all_dims": (_variant(logits_to_log_probs=_squeeze_all), ".squeeze(-1)"),
+    "dpo_loss_detached": (_variant(dpo_loss=_loss_detached), "不带梯度 (requires_grad=False)"),
+    "rewards_detached": (_variant(implicit_rewards=_rewards_detached), "Not detached"),
+    "mask_spans_on_uncut_ids": (_variant({"_encode": _encode_spans_uncut}), "没有截断的 ids 上找的 span"),
     "log_probs_detached": (_variant(logits_to_log_probs=_detached), "没有梯度"),
     # sequence_log_probs
     "sum_and_mean_swapped": (_variant(sequence_log_probs=_seq(_reversed_option)), "含义反了"),
@@ -237,6 +295,8 @@ MUTANTS = {
     "mask_not_applied": (_variant(sequence_log_probs=_seq(_mask_ignored)), "mask 没有用上"),
     "mean_over_all_positions": (_variant(sequence_log_probs=_seq(_divided_by_t)), "除以的是序列长度"),
     "mask_shifted_again_in_loss": (_variant(sequence_log_probs=_seq(_mask_shifted_in_loss)), "又错了一位"),
+    "mean_over_the_batch_total": (_variant(sequence_log_probs=_seq(_mean_over_batch_total)), "整个 batch 的回答 token 总数"),
+    "mask_rolled_by_two": (_variant(sequence_log_probs=_seq(_mask_rolled_two)), "错开了 2 位"),
     "no_clamp_nan": (_variant(sequence_log_probs=_seq(_no_clamp)), "clamp"),
     # dpo_loss
     "halves_swapped": (_loss_variant(lambda rc, rr, pc, pr, b: -ls(b * ((pr - pc) - (rr - rc))).mean()),
@@ -276,6 +336,9 @@ MUTANTS = {
                        "提问 (prompt)"),
     "pretrain_style_mask": (_variant({"__getitem__": _getitem(
         lambda self, s, ids, m: (ids[:-1], ids[1:], [int(t != self.pad_id) for t in ids[1:]]))}), "提问 (prompt)"),
+    "pad_masked_by_value": (_variant({"_encode": _encode_with(
+        lambda self, n, ids, m: [k if t != self.pad_id else 0 for k, t in zip(m, ids)])}), "按值 (by value)"),
+    "y_padded_with_minus_100": (_variant({"__getitem__": _getitem(_y_padded_with_minus_100)}), "y 里有 -100"),
     "pad_not_masked": (_variant({"_encode": _encode_with(lambda self, n, ids, m: m[:n] + [1] * (len(ids) - n))}),
                        "pad 没有被 mask 掉"),
     "mask_bool": (_variant({"__getitem__": _mask_bool}), "dtype"),

@@ -50,8 +50,22 @@ def _loss(swap=False, student_probs=False, teacher_log=False, factor="T2", t_stu
                 kl = F.kl_div(F.log_softmax(t, dim=dim), F.softmax(s, dim=dim), reduction=red)
             else:
                 kl = F.kl_div(inp, target, reduction=red)
-            k = {"T2": T ** 2, "T": T, "1": 1.0}[factor]
+            k = {"T2": T ** 2, "T": T, "1": 1.0, "2T": 2 * T}[factor]
             return k * kl
+    return distillation_loss
+
+
+def _kd_variant(kind):
+    def distillation_loss(student_logits, teacher_logits, temperature=1.0, reduction="batchmean"):
+        T = temperature
+        with torch.no_grad():
+            pt = F.softmax(teacher_logits * T if kind == "times_t" else teacher_logits / T, dim=-1)
+        if kind == "times_t":  # the mistake: the logits multiplied by T
+            return T ** 2 * F.kl_div(F.log_softmax(student_logits * T, -1), pt, reduction=reduction)
+        ls = F.log_softmax(student_logits / T, dim=-1)
+        if kind == "soft_ce":  # the mistake: cross-entropy with the soft targets, the teacher's entropy kept
+            return T ** 2 * -(pt * ls).sum(-1).mean()
+        return T ** 2 * F.mse_loss(ls.exp(), pt)  # the mistake: MSE between the probabilities
     return distillation_loss
 
 
@@ -63,7 +77,7 @@ def _with_loss(**opts):
 
 def _objective(shift="right", kd_positions="labelled", cut="first", soft_then_cut=False, pass_temperature=True,
                ce_temperature=False, ce_over="counted", alpha_mode="right", kd_over_batch=False, empty_guard=True,
-               upcast=True):
+               upcast=True, counted_by="label", teacher_shift="same", order="right"):
     def distill_objective(student_logits, teacher_logits, labels, alpha=0.5, temperature=1.5):
         V = student_logits.size(-1)
         if cut == "first":
@@ -80,7 +94,13 @@ def _objective(shift="right", kd_positions="labelled", cut="first", soft_then_cu
             s, t, y = student_logits, teacher, labels
         else:
             s, t, y = student_logits[:, 1:], teacher[:, 1:], labels[:, :-1]
+        if teacher_shift == "later":  # the teacher's rows taken one position later than the student's
+            t = teacher[:, 1:]
         counted = y != -100
+        if counted_by == "positive":  # the mistake: labels > 0, as if 0 (the pad id) were never a label
+            counted = y > 0
+        elif counted_by == "unshifted":  # the rows chosen by the unshifted labels, the targets shifted
+            counted = labels[:, :-1] != -100
         if empty_guard and not counted.any():
             zero = student_logits.sum() * 0.0
             return zero.float(), zero.float(), zero.float()
@@ -113,7 +133,21 @@ def _objective(shift="right", kd_positions="labelled", cut="first", soft_then_cu
             loss = 0.5 * ce + 0.5 * kd
         else:
             loss = ce + kd
+        if order == "ce_kd_loss":
+            return ce, kd, loss
         return loss, ce, kd
+    return distill_objective
+
+
+def _empty_leaf_zero():
+    """An empty batch answered with a fresh leaf: backward() works, the student gets no gradient."""
+    base = _objective()
+
+    def distill_objective(student_logits, teacher_logits, labels, alpha=0.5, temperature=1.5):
+        if not (labels[:, 1:] != -100).any():
+            zero = torch.tensor(0.0, requires_grad=True)
+            return zero, zero, zero
+        return base(student_logits, teacher_logits, labels, alpha, temperature)
     return distill_objective
 
 
@@ -130,6 +164,10 @@ MUTANTS = {
     # the temperature and T²
     "no_t_squared": (_with_loss(factor="1"), "少了 T² 因子"),
     "t_instead_of_t_squared": (_with_loss(factor="T"), "乘的是 T 而不是 T²"),
+    "logits_multiplied_by_t": (_variant(distillation_loss=_kd_variant("times_t")), "logits 乘以了温度"),
+    "soft_cross_entropy_not_kl": (_variant(distillation_loss=_kd_variant("soft_ce")), "你算的是交叉熵"),
+    "mse_of_probabilities": (_variant(distillation_loss=_kd_variant("mse")), "均方误差 (MSE)"),
+    "two_t_instead_of_t_squared": (_with_loss(factor="2T"), "乘的是 2·T（temperature * 2）"),
     "temperature_on_student_only": (_with_loss(t_teacher=False), "温度只用在了学生一侧"),
     "temperature_on_teacher_only": (_with_loss(t_student=False), "温度只用在了老师一侧"),
     "temperature_hard_coded": (_with_loss(fixed_temperature=1.5), "temperature 参数没有用上"),
@@ -154,6 +192,10 @@ MUTANTS = {
     "teacher_vocab_cut_from_the_end": (_with_objective(cut="last"), "老师的词表截错了"),
     "teacher_softmax_before_cut": (_with_objective(soft_then_cut=True), "老师的词表截晚了"),
     # temperature and α in the objective
+    "label_zero_not_counted": (_with_objective(counted_by="positive"), "漏掉了 label 是 0 的位置"),
+    "rows_chosen_by_unshifted_labels": (_with_objective(counted_by="unshifted"), "没有对齐"),
+    "teacher_rows_one_later": (_with_objective(teacher_shift="later"), "老师用的是 logits[1, 3]"),
+    "returns_ce_kd_loss": (_with_objective(order="ce_kd_loss"), "返回的顺序不对"),
     "temperature_not_passed_on": (_with_objective(pass_temperature=False), "temperature 没有传给 distillation_loss"),
     "temperature_in_ce": (_with_objective(ce_temperature=True), "ce 里用了温度"),
     "alpha_swapped": (_with_objective(alpha_mode="swapped"), "α 用反了"),
@@ -161,5 +203,6 @@ MUTANTS = {
     "no_alpha_weighting": (_with_objective(alpha_mode="sum"), "没有按 α 加权"),
     # edge cases
     "empty_batch_gives_nan": (_with_objective(empty_guard=False), "得到 NaN"),
+    "empty_batch_zero_not_connected": (_variant(distill_objective=_empty_leaf_zero()), "没有连着 student_logits"),
     "bf16_not_upcast": (_with_objective(upcast=False), "应该是 float32"),
 }

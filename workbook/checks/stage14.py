@@ -10,8 +10,11 @@
    cut.  A wrong label is named by the part of the conversation it falls on: every token is tagged
    (message, role, header | content | end), so "the user's text is learned", "the closing
    ``<|im_end|>`` is not", "the span starts one early" are read off the tags.
-4. Bad lines (malformed JSON, no "conversations", a bad message, no assistant reply) must raise
-   ValueError naming the file and the 1-based line.
+   input_ids and labels returned the other way round, and labels longer than max_length (spans
+   found on the uncut ids), are named.
+4. Bad lines (not UTF-8, malformed JSON, no "conversations", a bad message, no assistant reply)
+   must raise ValueError naming the file and the 1-based line, in .jsonl and .jsonl.gz files; a
+   UnicodeDecodeError that leaks out is named.
 """
 from __future__ import annotations
 
@@ -94,6 +97,7 @@ def _render_cases() -> list[tuple[str, list[dict], bool]]:
     cases = [(what, msgs, False) for what, msgs in CONVS]
     cases += [
         ("只有用户提问，add_generation_prompt=True", [_u("写一首诗。")], True),
+        ("只有用户提问，add_generation_prompt=False（不要自己补上生成提示）", [_u("写一首诗。")], False),
         ("系统提示 + 用户提问，add_generation_prompt=True", [_s(SYSTEM), _u("春")], True),
         ("两轮对话停在第二个提问，add_generation_prompt=True", CONVS[MULTI][1][:3], True),
         ("首尾带空格和换行的内容", [_u("  写一首诗\n"), _a("\n春眠不觉晓，\n处处闻啼鸟。\n")], False),
@@ -322,6 +326,11 @@ def _check_spans(impl, ref, tok) -> None:
             got = _as_spans(impl.assistant_spans(list(ids), list(_START_IDS), list(_END_IDS)), what)
             if got == want:
                 continue
+            over = [(b, e) for b, e in got if e > n]
+            if over:
+                fail(f"{what}：你的 span {over[0]} 的结尾超出了序列：input_ids 只有 {n} 个 token（位置 0–{n - 1}）。"
+                     f"回答被截断、找不到 `<|im_end|>\\n` 时，end 停在 len(input_ids)，再加 len(end_ids) 就越界了："
+                     f"end = min(end + len(end_ids), len(input_ids))。应为 {want}，你的是 {got}。")
             if got == [(b, e - 1) for b, e in want] and _closed_intervals(impl, ref, tok):
                 fail(f"{what}：span 是左闭右开的 [begin, end)：end 是 span 之后的第一个位置（和 Python 切片 "
                      f"ids[begin:end] 一样）。你的 end 都小了 1，像是用了闭区间。")
@@ -346,8 +355,41 @@ def _write(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def _write_bytes(path: Path, lines: list[bytes]) -> Path:
+    data = b"".join(line + b"\n" for line in lines)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
 def _line(messages: list[dict]) -> str:
     return json.dumps({"conversations": messages}, ensure_ascii=False)
+
+
+def _check_markers(ds, tok) -> None:
+    """ds.start_ids and ds.end_ids: the ids of the two whole markers, newline included."""
+    for attr, text, want in (("start_ids", START, _START_IDS), ("end_ids", END, _END_IDS)):
+        got = getattr(ds, attr, None)
+        try:
+            got = [int(t) for t in got]
+        except (TypeError, ValueError):
+            fail(f"SFTDataset 的 self.{attr} 应该是 {text!r} 的 token id 列表 {want}，你的是 {got!r:.80}。")
+        if got == want:
+            continue
+        bare = _ids(tok, text.rstrip("\n"))
+        if got == bare:
+            fail(f"SFTDataset 的 self.{attr} 是 {text.rstrip(chr(10))!r} 的 id {got}，少了最后的换行：应为 "
+                 f"tokenizer({text!r}) 的 {want}。"
+                 + ("少了换行，找到的 span 就从换行开始，`\\n` 被当成回答的第一个 token 学。" if attr == "start_ids" else
+                    "少了换行，span 在 `<|im_end|>` 就结束了，后面的 `\\n` 不算 loss（只用 [eos_token_id] 也是这样）。"))
+        if attr == "end_ids" and got == [tok.eos_token_id]:
+            fail(f"SFTDataset 的 self.end_ids 是 [eos_token_id] = {got}：只有 `<|im_end|>`，没有后面的换行。"
+                 f"结束标记是 tokenizer({text!r}) 的 {want}，两个 token 都算进 span。")
+        fail(f"SFTDataset 的 self.{attr} 应该是 tokenizer({text!r}, add_special_tokens=False)[\"input_ids\"] = {want}，"
+             f"你的是 {got}。")
 
 
 def _build(impl, path: Path, tok, max_length: int):
@@ -393,6 +435,10 @@ def _diagnose_input(x: list[int], want: list[int], full: list[int], ml: int, tok
     if x == [pad] * (ml - n) + full[:n] and x != want:
         fail(f"{what}：你把 padding 补在了左边 (left padding)。训练样本要右填充 (right padding)。")
     tail = x[n:]
+    if tail and x[:n] == want[:n] and tail[:len(_START_IDS)] == _START_IDS[:len(tail)]:
+        fail(f"{what}：对话的 token 之后多了 `<|im_start|>assistant\\n`（位置 {n} 起）：像是渲染时用了 "
+             f"add_generation_prompt=True。生成提示只在推理时加（让模型从那里开始写）；训练样本里的对话已经有完整的回答，"
+             f"render_chat(conversation) 用默认的 add_generation_prompt=False。")
     if tail and tail != [pad] * len(tail) and x[:n] == want[:n]:
         if all(t == -100 for t in tail):
             fail(f"{what}：input_ids 的 padding 用了 -100。-100 只放在 labels 里；input_ids 要用 pad_token_id（{pad}）。")
@@ -438,6 +484,7 @@ def _check_dataset(impl, ref, tmp: Path, tok_impl, tok) -> None:
             what = f"{name} ds[{k}]（{case}，max_length={ml}）"
             if ml not in built:
                 ds = _build(impl, path, tok_impl, ml)
+                _check_markers(ds, tok)
                 ref_ds = ref.SFTDataset(path, tok, max_length=ml)
                 expect(len(ds) == len(ref_ds), f"{name}：len(ds) 应该是 {len(ref_ds)}（每个非空行一个样本，空行跳过），"
                                                f"你的是 {len(ds)}。")
@@ -445,6 +492,14 @@ def _check_dataset(impl, ref, tmp: Path, tok_impl, tok) -> None:
             ds, ref_ds = built[ml]
             x, y = _get(ds, k, what)
             want_x, want_y = (t.tolist() for t in ref_ds[k])
+            if x == want_y and y == want_x:
+                fail(f"{what}：input_ids 和 labels 的顺序反了：ds[i] 返回 (input_ids, labels)，你的第一个是 labels"
+                     f"（里面有 -100），第二个是 input_ids。训练脚本按位置取 x, y = batch：反了的话模型读的是 -100，"
+                     f"Embedding 会因为负的 id 直接报错。")
+            if len(y) > ml and len(x) == ml:
+                fail(f"{what}：labels 长 {len(y)}，比 max_length={ml} 还长，而 input_ids 的长度是对的：像是在没有截断的 ids 上"
+                     f"找的 span。被截断的回答的 span 伸到 max_length 之后，labels[begin:end] = ids[begin:end] 就把列表撑长了。"
+                     f"先截断 ids = ids[:max_length]，再在截断后的 ids 上找 span，被截断的回答就正好算到截断处。")
             if x != want_x:
                 _diagnose_input(x, want_x, fulls[k], ml, tok, what)
             if y != want_y:
@@ -483,6 +538,11 @@ def _expect_line_error(impl, path: Path, tok, lineno: int, what: str, cause: str
         fail(f"{what}：没有报错。坏行不能悄悄放过：{cause}要抛 ValueError，写明文件和行号，"
              f"例如 ValueError(f\"{{path}}:{{lineno}}: ...\")。")
     msg = str(err)
+    if isinstance(err, UnicodeDecodeError):
+        fail(f"{what}：漏出来的是 UnicodeDecodeError: {msg[:80]}，没有文件名和行号。json.loads 收到的是 bytes，"
+             f"它先按 UTF-8 解码，解码失败抛的是 UnicodeDecodeError（ValueError 的子类，却不是 JSONDecodeError），"
+             f"只接 json.JSONDecodeError 就接不住它。写 except (json.JSONDecodeError, UnicodeDecodeError)，"
+             f"再 raise ValueError(f\"{{path}}:{{lineno}}: ...\")：几百万行的语料里混进一行 GBK，没有行号根本找不到。")
     if not isinstance(err, ValueError):
         fail(f"{what}：抛出的是 {type(err).__name__}: {msg[:80]}。要检查这一行，改抛 ValueError 并写明文件和行号 "
              f"(file:line)：大语料里，没有行号根本找不到坏行。{cause}")
@@ -516,6 +576,11 @@ def _check_bad_lines(impl, tmp: Path, tok) -> None:
     for name, lines, lineno, what, cause in bad:
         path = _write(tmp / name, lines)
         _expect_line_error(impl, path, tok, lineno, f"{name} {what}", cause)
+    gbk = _line(CONVS[0][1]).encode("gbk")  # a whole, well-formed line, but in GBK: not UTF-8
+    for name in ("gbk_line.jsonl", "gbk_line.jsonl.gz"):
+        path = _write_bytes(tmp / name, [ok[0].encode(), b"", ok[1].encode(), gbk, ok[2].encode()])
+        _expect_line_error(impl, path, tok, 4, f"{name} 第 4 行不是合法的 UTF-8（是 GBK 编码的）",
+                           "不是合法 UTF-8 的行也是坏行（解码失败，不能用 errors=\"ignore\" 或 \"replace\" 悄悄改掉字）；")
 
 
 def check(impl, ref) -> str:

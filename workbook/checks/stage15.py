@@ -19,9 +19,12 @@ reference's, so only the learner's LoRA code is judged):
 5. save_lora writes only the LoRA tensors under MiniMind's keys, without the DDP / compile
    prefixes (fake wrappers: a DistributedDataParallel instance built without a process group,
    and a module holding the model as ``_orig_mod`` like torch.compile's OptimizedModule).
+   A bf16 model's adapters are saved in bf16 (a file in another dtype is named as such).
 6. load_lora: the reference's file loads back (plain, prefixed, into a wrapped model, into a
-   bf16 model); a missing or unexpected key is a ValueError naming it; a file that carries code
-   must not run it (weights_only=True).
+   bf16 model); a missing or unexpected key is a ValueError naming it; a file saved at another
+   rank is a ValueError naming the key or the shapes (a RuntimeError leaking from copy_, and a
+   rank-1 file that copy_ silently broadcasts into a rank-4 model, are named); a file that
+   carries code must not run it (weights_only=True).
 7. merge_lora: W = W0 + B·A (twice, transposed, not at all are named), the adapters gone and
    the plain forward back (else B·A counts twice), the logits unchanged, the state_dict exactly
    MiniMind's keys and loadable strictly into a fresh model; a bf16 model stays bf16.
@@ -191,7 +194,12 @@ def _check_lora_class(impl) -> None:
         B.normal_(0.0, 0.2)
         x = torch.randn(3, 5, inp)
         x0 = x.clone()
-        got = lora(x)
+        try:
+            got = lora(x)
+        except RuntimeError as e:
+            fail(f"LoRA({inp}, {out}, {rank}) 在形状 (3, 5, {inp}) 的输入上报错：{str(e)[:100]}。forward 要先 A 再 B："
+                 f"self.B(self.A(x))，A 把 in_features={inp} 压到 rank={rank}，B 再放大到 out_features={out}；"
+                 f"写成 self.A(self.B(x)) 时 B 收到的是 {inp} 维的 x，形状对不上。")
     expect(isinstance(got, torch.Tensor) and tuple(got.shape) == (3, 5, out),
            f"LoRA({inp}, {out}, {rank}) 在形状 (3, 5, {inp}) 的输入上应该输出 (3, 5, {out})，"
            f"你的是 {tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}。")
@@ -285,7 +293,13 @@ def _check_layer_forward(impl, ref) -> None:
     last = names[-1]
     with torch.no_grad():
         for name in names:
-            got = model.get_submodule(name)(x)
+            try:
+                got = model.get_submodule(name)(x)
+            except RecursionError:
+                fail(f"{name}(x) 无限递归 (RecursionError)：新的 forward 里调用的 module.forward 已经是它自己了。"
+                     f"函数运行时才去找 module.forward，那时它已经被换成了新函数。替换之前先把原来的绑定方法存下来，"
+                     f"并绑进新函数：def forward_with_lora(x, original=module.forward, adapter=lora): "
+                     f"return original(x) + adapter(x)。")
             base, delta = y(name, name)
             if close(got, base + delta, atol=1e-5, rtol=1e-5):
                 continue
@@ -347,6 +361,14 @@ def _check_freezing_and_start(impl) -> None:
         if n in (base_total, base_total + lora_total):
             fail(f"apply_lora 返回了 {n:,}：这是全部参数的个数。要返回的是可训练的参数（也就是 LoRA 的）个数 "
                  f"{lora_total:,}：sum(p.numel() for p in model.parameters() if p.requires_grad)。")
+        a_total = sum(lora.A.weight.numel() for lora in adapters.values())
+        if n == len(adapters):
+            fail(f"apply_lora 返回了 {n}：这是挂上 LoRA 的层数。要返回的是可训练参数的个数 {lora_total:,}"
+                 f"（每层 rank·(in + out)）：sum(p.numel() for p in model.parameters() if p.requires_grad)。")
+        if n in (a_total, lora_total - a_total):
+            which = "A" if n == a_total else "B"
+            fail(f"apply_lora 返回了 {n:,}：只数了 {which} 的参数。每个 LoRA 有 A (rank, in) 和 B (out, rank) 两个矩阵，"
+                 f"一共 {lora_total:,} 个：sum(p.numel() for p in model.parameters() if p.requires_grad)。")
         fail(f"apply_lora 返回了 {n!r}，可训练的参数（LoRA 的 A 和 B）一共 {lora_total:,} 个 "
              f"= {len(adapters)} 层 × rank {RANK} × (in + out)。")
 
@@ -365,7 +387,12 @@ def _check_freezing_and_start(impl) -> None:
     # step 0: only B gets a gradient (A's is B^T (dL/dy) x^T = 0 while B = 0)
     model.zero_grad(set_to_none=True)
     ids = _ids(6)
-    model(ids, labels=ids).loss.backward()
+    loss = model(ids, labels=ids).loss
+    if not loss.requires_grad:
+        fail("apply_lora 之后模型的 loss 不带梯度 (requires_grad=False)：原模型冻结了，LoRA 的参数也要梯度，"
+             "可 loss 和它们断开了——像是 LoRA 的输出在 forward 里被 .detach() 了，或者算在 torch.no_grad() 里。"
+             "训练脚本的 loss.backward() 会直接报错。forward_with_lora 直接返回 original(x) + adapter(x)。")
+    loss.backward()
     got_base = [k for k, p in named if id(p) not in lora_ids and p.grad is not None and p.grad.abs().max() > 0]
     expect(not got_base, f"原模型的参数 {got_base[:1]} 收到了梯度：它们应该被冻结。")
     no_grad_b = [k for k, lora in adapters.items()
@@ -453,6 +480,11 @@ def _compare_saved(got: dict, want: dict, base_keys: set[str], what: str) -> Non
              f"键名就是 MiniMind 的适配器文件的格式，别的工具按它读。")
     for k, v in want.items():
         g = got[k]
+        if g.dtype != v.dtype:
+            fail(f"{what}：存下的 {k} 是 {g.dtype}，模型里的这个参数是 {v.dtype}：save_lora 要原样存参数自己的 dtype"
+                 f"（value.detach().cpu()，不要 .float()、.half() 或 .to(某个 dtype)）。存成更低的精度会丢掉训练的结果"
+                 f"（fp16 只有 10 位尾数），存成 fp32 则让 bf16 模型的适配器白白大一倍；load_lora 会 copy_ 回模型的 dtype，"
+                 f"所以文件只需要原样记下模型里的值。")
         if tuple(g.shape) != tuple(v.shape) or not torch.equal(g.float(), v.float()):
             fail(f"{what}：存下的 {k} 和模型里的值不一样（形状 {tuple(g.shape)}，应为 {tuple(v.shape)}）。")
 
@@ -472,6 +504,15 @@ def _check_save(impl, ref, tmp: Path):
     impl.save_lora(_Compiled(model), tmp / "compiled.pth")
     _compare_saved(_read(tmp / "compiled.pth", "torch.compile 包装的模型"), want, base_keys,
                    "save_lora(torch.compile 包装的模型)")
+
+    # a bfloat16 model: the file keeps bf16 (the weight's dtype)
+    low = _model().to(torch.bfloat16)
+    _apply(impl, low)
+    _randomise(_adapters(low), seed=9)
+    ref.save_lora(low, tmp / "want_bf16.pth")
+    impl.save_lora(low, tmp / "got_bf16.pth")
+    _compare_saved(_read(tmp / "got_bf16.pth", "bfloat16 的模型"), torch.load(tmp / "want_bf16.pth", weights_only=True),
+                   base_keys, "save_lora(bfloat16 的模型)")
     return model, want
 
 
@@ -504,6 +545,12 @@ def _load(impl, model, path: Path, what: str, hint: str = "") -> None:
         impl.load_lora(model, path)
     except ValueError as e:
         fail(f"{what}：load_lora 拒绝了一个正确的文件。{hint}你的报错：{str(e)[:300]}")
+    except RuntimeError as e:
+        if "Missing key(s) in state_dict" in str(e):
+            fail(f"{what}：load_lora 报错 Missing key(s) in state_dict：像是用了 model.load_state_dict(state)。适配器文件里只有 "
+                 f"LoRA 的张量，load_state_dict 默认 strict=True，要整个模型的键都在（strict=False 又会悄悄放过缺的适配器）。"
+                 f"自己比对：模型上的每个适配器键都在文件里、文件里的每个键都是模型上的适配器，再逐个 p.copy_(state[key])。")
+        raise
 
 
 def _expect_loaded(model, want: dict, what: str) -> None:
@@ -525,6 +572,46 @@ def _expect_value_error(impl, model, path: Path, key: str, what: str, why: str) 
     except Exception as e:
         fail(f"{what}：应该抛 ValueError 并写出键名 {key}，你的抛出了 {type(e).__name__}: {str(e)[:160]}")
     fail(f"{what}，load_lora 没有报错。{why}要 raise ValueError，写出键名 {key}。")
+
+
+def _at_rank(want: dict, rank: int, seed: int) -> dict:
+    """A file like `want` saved at another rank: A (rank, in), B (out, rank), random values."""
+    out = {}
+    with seeded(seed):
+        for k, v in want.items():
+            shape = (rank, v.shape[1]) if k.endswith("lora.A.weight") else (v.shape[0], rank)
+            out[k] = torch.randn(shape) * 0.1
+    return out
+
+
+def _check_other_rank(impl, want: dict, tmp: Path) -> None:
+    """A file saved at another rank must be refused with a ValueError naming the shapes."""
+    key = sorted(k for k in want if k.endswith("lora.A.weight"))[0]
+    for file_rank, model_rank in ((RANK, 2), (1, RANK)):
+        path = tmp / f"rank{file_rank}.pth"
+        torch.save(_at_rank(want, file_rank, seed=10 + file_rank), path)
+        model = _model()
+        _apply(impl, model, rank=model_rank)
+        what = (f"把秩 (rank) {file_rank} 的适配器文件加载进 apply_lora(model, rank={model_rank}) 的模型"
+                f"（键名都对得上，形状不同：文件里 {key} 是 {(file_rank, HIDDEN)}，模型上是 {(model_rank, HIDDEN)}）")
+        try:
+            impl.load_lora(model, path)
+        except ValueError as e:
+            msg = str(e)
+            named = any(k in msg for k in want) or (str(file_rank) in msg and str(model_rank) in msg)
+            expect(named, f"{what}：抛了 ValueError，但报错里既没有键名也没有两边的形状 (shape)，看的人不知道错在哪里。"
+                          f"你的报错：{msg[:200]}")
+            continue
+        except Exception as e:  # noqa: BLE001 - inspected here
+            fail(f"{what}：应该抛 ValueError 并写出对不上的键和两边的形状，你的抛出了 {type(e).__name__}: {str(e)[:160]}。"
+                 f"这是 copy_ 在形状对不上时自己报的错，没有说是哪个文件、哪个键、秩是多少。copy_ 之前先比较每个键的形状"
+                 f"（state[key].shape != p.shape），对不上就 raise ValueError，写出键名和两边的形状"
+                 f"（文档字符串：names … the mismatched shapes）。")
+        why = (f"copy_ 会广播 (broadcast)：秩 1 的 A (1, {HIDDEN}) 被复制成 {model_rank} 行一模一样的 A，B ({HIDDEN}, 1) "
+               f"也被复制成 {model_rank} 列，加载出来的是一个和文件完全不同的适配器" if file_rank == 1 else
+               "模型上的适配器根本没有被加载（还是初始值：B = 0），训练的成果整个丢了")
+        fail(f"{what}：形状不同却没有报错。{why}，而且没有任何提示。copy_ 之前先比较形状（state[key].shape != p.shape），"
+             f"对不上就 raise ValueError，写出键名和两边的形状。")
 
 
 def _check_load(impl, source, want: dict, tmp: Path) -> None:
@@ -566,6 +653,8 @@ def _check_load(impl, source, want: dict, tmp: Path) -> None:
     _expect_value_error(impl, _prepared(impl), tmp / "unexpected.pth", extra,
                         f"文件里多了 {extra}（模型上没有这个适配器：选层的规则或模型不一样？）",
                         "文件里的每个键都必须对得上模型上的一个适配器，否则加载的根本不是为这个模型训练的 LoRA：")
+
+    _check_other_rank(impl, want, tmp)
 
     _SPRUNG.clear()
     trap = dict(want)
@@ -633,6 +722,12 @@ def _check_merge(impl) -> None:
                      f"删掉实例上的 forward：vars(module).pop(\"forward\", None)，nn.Linear 自己的 forward 就回来了。")
             fail(f"merge_lora 之后 {name} 不是一个普通的 nn.Linear：它的输出应该是 W x（W 已合并），"
                  f"最大差 {max_err(got, plain):.3g}。")
+    for name in names:
+        w = model.get_submodule(name).weight
+        if w.requires_grad:
+            fail(f"merge_lora 之后 {name}.weight 的 requires_grad 变成了 True（apply_lora 冻结了它）：你像是换上了一个新的 "
+                 f"nn.Parameter（module.weight = nn.Parameter(W + B·A)，新参数默认要梯度）。要原地加："
+                 f"with torch.no_grad(): module.weight += delta——还是原来那个参数，requires_grad、优化器里的引用都不变。")
     after = _logits(model)
     expect(close(after, before, atol=1e-5, rtol=1e-5),
            f"合并前后模型的输出应该一样（合并只是把 W x + B A x 写成 (W + B A) x），logits 最大差 {max_err(after, before):.3g}。")

@@ -2,7 +2,7 @@
 make_ref_model and DPODataset.
 
 1. logits_to_log_probs against log_softmax + gather on seeded logits: the shape (B, T) (a second
-   shift is named), the values (probabilities, the wrong dim, raw logits, the sign, argmax are
+   shift, and a bare .squeeze() on a batch of one row, are named), the values (probabilities, the wrong dim, raw logits, the sign, argmax are
    named), float32 out of bf16 logits (a bf16 log-softmax is named), a probability that
    underflows (log(softmax) gives -inf), the gradient, the inputs left alone.
 2. sequence_log_probs with both values of length_normalize and the default: masked mean and
@@ -14,7 +14,9 @@ make_ref_model and DPODataset.
    over pairs, the option ignored, the missing minus are named), log 2 when the policy equals the
    reference, the gradient into the policy, and a batch with a large negative margin where
    log(sigmoid(x)) underflows to -inf.
-4. implicit_rewards: beta * (log pi - log pi_ref) per answer, chosen half first.
+   A loss that comes back detached is named before the check's own backward() would crash.
+4. implicit_rewards: beta * (log pi - log pi_ref) per answer, chosen half first, not detached
+   (the gradient into the policy's log-probs equals the reference's).
 5. make_ref_model on a tiny reference MiniMindForCausalLM with dropout 0.5 in train mode: a new
    module with its own parameters (the policy itself and a shallow copy are named), the policy
    untouched (still training, still trainable), equal weights, frozen, in eval (two calls give
@@ -62,6 +64,10 @@ def _log_probs(impl, logits, labels, what: str) -> torch.Tensor:
     got = _tensor(impl.logits_to_log_probs(logits, labels), what)
     expect(torch.equal(logits.detach(), before[0]) and torch.equal(labels, before[1]),
            f"{what} 改动了传进来的 logits 或 labels（原地操作 in-place）：它们还要给别的计算用，不要修改。")
+    if tuple(got.shape) != tuple(labels.shape) and 1 in labels.shape and got.shape == labels.squeeze().shape:
+        fail(f"{what}：labels 的形状是 {tuple(labels.shape)}，你的结果是 {tuple(got.shape)}：大小为 1 的那一维也被去掉了。"
+             f"gather 之后要用 .squeeze(-1)，只去掉最后那一维；不带参数的 .squeeze() 会把所有大小为 1 的维都去掉，"
+             f"batch 只有一行（或序列只有一个位置）时形状就错了，后面的 mask 相乘会悄悄广播成别的形状。")
     return got
 
 
@@ -77,6 +83,10 @@ def _check_log_probs(impl, ref) -> None:
         if tuple(got.shape) == (B, T - 1):
             fail(f"{what} 的形状是 {tuple(got.shape)}，应为 {(B, T)}：你又错位了一次 (shifted twice)。"
                  f"DPODataset 已经错好位了（y = ids[1:]），logits[:, t] 预测的就是 labels[:, t]，这里直接 gather。")
+        if tuple(got.shape) == (B, T, 1):
+            fail(f"{what} 的形状是 {tuple(got.shape)}：gather 之后少了 .squeeze(-1)。gather 取出的每一项还带着大小为 1 的"
+                 f"最后一维：.gather(-1, labels.unsqueeze(-1)).squeeze(-1)，得到 {(B, T)}。留着它，后面和 mask (B, T) 相乘会"
+                 f"广播成 (B, T, T)，值全错却不报错。")
         if got.dim() == 3:
             fail(f"{what} 的形状是 {tuple(got.shape)}：你返回了整个词表的 log 概率。要用 gather 取出 labels 那个 token 的一项："
                  f".gather(-1, labels.unsqueeze(-1)).squeeze(-1)，得到 {(B, T)}。")
@@ -186,6 +196,9 @@ def _seq_mistakes(lp, mask, normalize: bool) -> list:
         (lambda: (lp * m).sum(-1) / T,
          f"平均时除以的是序列长度 T = {T}：要除以这一行回答 token 的个数 mask.sum(-1)（再 clamp(min=1)）。"
          f"除以 T 等于还是求和，只差一个常数，长回答照样吃亏。"),
+        (lambda: (lp * m).sum(-1) / m.sum(),
+         f"平均时除以的是整个 batch 的回答 token 总数 mask.sum() = {int(m.sum())}：每一行要除以它自己的回答长度 "
+         f"mask.sum(dim=-1)（再 clamp(min=1)），不然一行的值取决于同一个 batch 里别的回答有多长。"),
         (lambda: _masked(lp[:, 1:], mask[:, :-1], normalize),
          "mask 又错了一位 (shifted twice)：DPODataset 里 mask 已经和 y、和 log_probs 对齐了，这里直接相乘。"),
         (lambda: _masked(lp[:, :-1], mask[:, 1:], normalize),
@@ -193,6 +206,28 @@ def _seq_mistakes(lp, mask, normalize: bool) -> list:
         (lambda: _masked(lp, 1 - mask, normalize),
          "mask 反了：要算的是 mask = 1 的位置（回答），你算的是 mask = 0 的位置（提问和 padding）。"),
     ]
+
+
+def _probe_sequence(impl, normalize: bool) -> str | None:
+    """Locate a wrong sequence_log_probs: with one answer token at position t, the right value
+    is log_probs[0, t] in both modes; which position does the learner's value come from?"""
+    T = 9
+    lp = -(torch.arange(1, T + 1, dtype=torch.float32) * 0.37).reshape(1, T)  # a distinct value per position
+    for t in (3, 6):
+        mask = torch.zeros(1, T, dtype=torch.long)
+        mask[0, t] = 1
+        got = impl.sequence_log_probs(lp, mask, normalize)
+        if not isinstance(got, torch.Tensor) or got.numel() != 1 or close(got.reshape(()), lp[0, t], atol=1e-6):
+            continue
+        value = got.reshape(()).item()
+        head = (f"mask 只有位置 {t} 是 1 时（一个回答 token），length_normalize={normalize} 的结果应该就是 "
+                f"log_probs[0, {t}] = {lp[0, t].item():.4f}，你的是 {value:.4f}")
+        for k in range(T):
+            if k != t and abs(value - lp[0, k].item()) < 1e-6:
+                return (f"{head} = log_probs[0, {k}]：mask 和 log_probs 错开了 {abs(k - t)} 位。DPODataset 已经把 mask 和 y"
+                        f"（也就是 log_probs）对齐了，这里逐位相乘就行，不要再移动其中一个。")
+        return f"{head}。"
+    return None
 
 
 def _check_sequence(impl, ref) -> None:
@@ -214,7 +249,7 @@ def _check_sequence(impl, ref) -> None:
         for n in (True, False):
             if ok[n]:
                 continue
-            message = diagnose(got[n], _seq_mistakes(lp, mask, n), atol=1e-5)
+            message = diagnose(got[n], _seq_mistakes(lp, mask, n), atol=1e-5) or _probe_sequence(impl, n)
             rule = "sum(lp * mask) / mask.sum(-1).clamp(min=1)" if n else "sum(lp * mask)"
             fail(f"{call.format(n)}：{message or '应该是 ' + rule}（应为 {want[n].tolist()}，你的是 {got[n].tolist()}）。")
     default = _seq(impl, lp, mask, "sequence_log_probs(log_probs, mask)")
@@ -341,6 +376,16 @@ def _loss_mistakes(ref_lp, pol_lp, mask, beta, normalize: bool) -> list:
     ]
 
 
+def _backward(out: torch.Tensor, what: str) -> None:
+    """out.backward(), after making sure there is a graph to go back through."""
+    if not out.requires_grad:
+        fail(f"{what} 的值对了，但它不带梯度 (requires_grad=False)：policy_log_probs 需要梯度，loss 却和它断开了"
+             f"（像是在里面 .detach()、.item() 后重新建了张量，或者放进了 torch.no_grad()）。训练时 loss.backward() "
+             f"会直接报错，或者模型一步也不更新。不要梯度的是参考模型：在调用 ref_model 的地方用 torch.no_grad()，"
+             f"dpo_loss 里面什么都不要 detach。")
+    out.backward()
+
+
 def _check_loss(impl, ref) -> None:
     ref_lp, pol_lp, mask = _pair_inputs()
     call = "dpo_loss(ref_log_probs, policy_log_probs, mask, beta={}, length_normalize={})"
@@ -382,7 +427,7 @@ def _check_loss(impl, ref) -> None:
         expect(close(got_h, want_h, atol=1e-3, rtol=1e-5),
                f"margin 是很大的负数时，{call.format(0.1, n)} 应为 {want_h.item():.3f}，你的是 {got_h.item():.3f}。")
         mine = pol.clone().requires_grad_(True)
-        _loss(impl, ref_hard, mine, hard_mask, 0.1, call.format(0.1, n), n).backward()
+        _backward(_loss(impl, ref_hard, mine, hard_mask, 0.1, call.format(0.1, n), n), call.format(0.1, n))
         grad = mine.grad
         expect(grad is not None and torch.isfinite(grad).all() and grad[0].abs().sum() > 0,
                f"margin 是很大的负数时，loss 对 policy 对数概率的梯度应该有限且不为 0（σ(β · margin) ≈ 0 时梯度最大），"
@@ -391,10 +436,7 @@ def _check_loss(impl, ref) -> None:
     # the gradient reaches the policy's log-probs, and equals the reference's
     for n in (True, False):
         mine = pol_lp.clone().requires_grad_(True)
-        out = _loss(impl, ref_lp, mine, mask, BETA, call.format(BETA, n), n)
-        if not out.requires_grad:
-            fail(f"{call.format(BETA, n)} 没有梯度：policy 的对数概率要一路反向传播到模型，不要 detach 或 torch.no_grad()。")
-        out.backward()
+        _backward(_loss(impl, ref_lp, mine, mask, BETA, call.format(BETA, n), n), call.format(BETA, n))
         theirs = pol_lp.clone().requires_grad_(True)
         ref.dpo_loss(ref_lp, theirs, mask, BETA, n).backward()
         expect(mine.grad is not None and close(mine.grad, theirs.grad, atol=1e-6, rtol=1e-5),
@@ -413,6 +455,10 @@ def _check_rewards(impl, ref) -> None:
         expect(isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(t, torch.Tensor) for t in got),
                f"{what} 应该返回 (chosen_rewards, rejected_rewards) 两个张量，你的返回了 {type(got).__name__}。")
         for name, t in zip(SIDES, got):
+            if tuple(t.shape) == (2 * h,):
+                fail(f"{what} 的 {name} 奖励形状是 {tuple(t.shape)}：这是整个 batch（{2 * h} 行）的奖励，没有分成两半。"
+                     f"batch 是 [chosen; rejected]：前 B/2 行是 chosen 的奖励，后 B/2 行是 rejected 的，"
+                     f"用 _halves(rewards, \"implicit_rewards\") 分开，各是 {(h,)}。")
             expect(tuple(t.shape) == (h,), f"{what} 的 {name} 奖励形状应为 {(h,)}（每对一个），你的是 {tuple(t.shape)}。")
         want = ref.implicit_rewards(ref_lp, pol_lp, mask, BETA, n)
         if all(close(g, w, atol=1e-6, rtol=1e-5) for g, w in zip(got, want)):
@@ -429,6 +475,23 @@ def _check_rewards(impl, ref) -> None:
         ], atol=1e-6)
         fail(f"{what}：{message or 'r = β · (sequence_log_probs(policy) - sequence_log_probs(ref))，前一半是 chosen'}"
              f"（应为 {[w.tolist() for w in want]}，你的是 {[t.tolist() for t in got]}）。")
+    # not detached: the caller decides (the docstring's contract); the gradient is beta * d(log pi)
+    mine = pol_lp.clone().requires_grad_(True)
+    got = impl.implicit_rewards(ref_lp, mine, mask, BETA)
+    what = f"implicit_rewards(ref_log_probs, policy_log_probs（requires_grad=True）, mask, beta={BETA})"
+    if not all(t.requires_grad for t in got):
+        fail(f"{what} 返回的奖励不带梯度：你在里面 detach 了（或用了 torch.no_grad()）。文档字符串说 Not detached："
+             f"要不要梯度由调用的人决定——只拿来记日志时，调用方自己写 with torch.no_grad() 或 .detach()；"
+             f"而 -logsigmoid(r_c - r_r).mean() 正是 DPO 的 loss，用奖励来算 loss 的人需要梯度能流回 policy。")
+    weights = torch.arange(1.0, 2 * h + 1)
+    ((got[0] * weights[:h]).sum() + (got[1] * weights[h:]).sum()).backward()
+    theirs = pol_lp.clone().requires_grad_(True)
+    want = ref.implicit_rewards(ref_lp, theirs, mask, BETA)
+    ((want[0] * weights[:h]).sum() + (want[1] * weights[h:]).sum()).backward()
+    expect(mine.grad is not None and close(mine.grad, theirs.grad, atol=1e-6, rtol=1e-5),
+           f"{what}：值对了，但对 policy_log_probs 的梯度不对"
+           f"（最大差 {max_err(mine.grad, theirs.grad) if mine.grad is not None else '没有梯度'}）：中间有一部分被 detach 了吗？")
+
     # the loss is the logistic loss of the reward difference
     c, r = impl.implicit_rewards(ref_lp, pol_lp, mask, BETA)
     loss = ref.dpo_loss(ref_lp, pol_lp, mask, BETA)
@@ -519,6 +582,9 @@ PAIRS: list[tuple[str, list[dict], list[dict]]] = [
     ("chosen 很长，被 max_length 截断",
      [_u("背一段《春江花月夜》。"), _a(LONG)],
      [_u("背一段《春江花月夜》。"), _a("忘了。")]),
+    ("chosen 的回答里有 <|endoftext|> 字样（和 pad 同一个 id 0）",
+     [_u("把结束记号原样写一遍。"), _a("好：<|endoftext|>。")],
+     [_u("把结束记号原样写一遍。"), _a("不写。")]),
 ]
 MULTI, CUT = 2, 3
 
@@ -554,6 +620,14 @@ def _get(ds, i: int, ml: int, what: str) -> dict[str, list[int]]:
             if tuple(t.shape) == (ml,):
                 fail(f"{what}：{k} 长 {ml}，应为 max_length - 1 = {ml - 1}：错位以后 x = ids[:-1]、y = ids[1:]、"
                      f"mask = mask[1:]，各少一个。")
+            if k.startswith("mask") and t.dim() == 1 and t.shape[0] > ml - 1:
+                fail(f"{what}：{k} 长 {t.shape[0]}，比 max_length - 1 = {ml - 1} 还长，而 x 和 y 的长度是对的：像是在没有"
+                     f"截断的 ids 上找的 span。被截断的回答的 span 一直伸到 max_length 之后，mask[begin:end] = [1] * (end - begin) "
+                     f"就把列表撑长了。先把 ids 截到 max_length，再在截断后的 ids 上找 span（assistant_spans(ids[:max_length], …)），"
+                     f"被截断的回答就正好算到截断处。")
+            if tuple(t.shape) == (ml - 2,):
+                fail(f"{what}：{k} 长 {ml - 2}，应为 max_length - 1 = {ml - 1}：错位做了两次（_encode 里一次，"
+                     f"__getitem__ 里又一次）。_encode 返回没有错位的 ids 和 mask（都是 max_length 长），只在 __getitem__ 里错一次位。")
             fail(f"{what}：{k} 的形状应为 {(ml - 1,)}，你的是 {tuple(t.shape)}。")
         out[k] = t.tolist()
     return out
@@ -622,8 +696,17 @@ def _diagnose_side(got: dict, want: dict, side: str, full: list[int], messages: 
             fail(f"{what}：x 和 y 反了：x = ids[:-1]（模型读的），y = ids[1:]（要预测的下一个 token）。")
         if gy == gx:
             fail(f"{what}：y 和 x 一样，没有错位：y = ids[1:]。位置 t 读 x[t]，要给的是下一个 token y[t] = ids[t + 1] 的概率。")
+        for name, seq in (("x", gx), ("y", gy)):
+            if -100 in seq:
+                j = seq.index(-100)
+                fail(f"{what}：{name} 里有 -100（从位置 {j} 起）：那是 SFT 里 labels 的写法。DPO 的 x 和 y 都是 token id："
+                     f"y 要拿去 gather 对数概率，-100 当下标会出错；padding 处补 pad_id（{tok.pad_token_id}），"
+                     f"算不算由 mask 决定（padding 的 mask 是 0）。")
         if gx[1:] != gy[:-1]:
-            fail(f"{what}：x 和 y 应该来自同一串 ids：x = ids[:-1]，y = ids[1:]，所以 x[1:] == y[:-1]，你的不是。")
+            diff = [t for t in range(len(gy) - 1) if gx[t + 1] != gy[t]]
+            fail(f"{what}：x 和 y 应该来自同一串 ids：x = ids[:-1]，y = ids[1:]，所以 x[t + 1] == y[t]；你的从位置 {diff[0]} "
+                 f"起不是（x[{diff[0] + 1}] = {gx[diff[0] + 1]}，y[{diff[0]}] = {gy[diff[0]]}，一共 {len(diff)} 处）。"
+                 f"两者都从同一个补齐后的 ids 切出来，只差一位。")
         stage14._diagnose_input(gx + gy[-1:], ids, full, ml, tok, f"{what}（把 x 和 y 拼回 ids）")
     if gm != wm:
         _diagnose_mask(gm, wm, ids, min(len(full), ml), messages, tok, what)

@@ -1,7 +1,7 @@
 """Check for stage 17: distillation_loss and distill_objective.
 
-All on small seeded float32 logits (no model needed), at a temperature T = 2 and α = 0.3 (at
-T = 1 or α = 0.5 several mistakes give the right number):
+All on small seeded float32 logits (no model needed), at temperatures T = 3 and 2.5 and α = 0.3
+(at T = 1 or α = 0.5 several mistakes give the right number, and at T = 2 the factor 2·T equals T²):
 
 1. Signatures and defaults: distillation_loss(student, teacher, temperature=1.0,
    reduction="batchmean"), distill_objective(student, teacher, labels, alpha=0.5,
@@ -10,7 +10,7 @@ T = 1 or α = 0.5 several mistakes give the right number):
    "batchmean"); a wrong value is named by recomputing each known mistake: the two arguments of
    kl_div swapped, probabilities where the log-probabilities belong (or log-probabilities as the
    target), T² missing or only T, the temperature on one side only or not used at all,
-   reduction "mean" or "sum", softmax over the rows instead of the vocabulary.  The
+   reduction "mean" or "sum", softmax over the rows instead of the vocabulary, 2·T for T².  The
    `reduction` argument is passed on; the default temperature is 1.
 3. Gradients: none reaches the teacher's logits; the student's is T·(softmax(s/T) − softmax(t/T))/N.
    The inputs are not modified.
@@ -18,13 +18,17 @@ T = 1 or α = 0.5 several mistakes give the right number):
    with a larger vocabulary: ce, kd and loss equal the reference; the shift forgotten or
    reversed, prompt/padding positions counted, the mean taken over the wrong count, the
    teacher's vocabulary not cut or cut wrong, the temperature not passed on or used in the CE,
-   α the wrong way round or not used are named.  No gradient reaches the teacher.
+   α the wrong way round or not used, the three values returned in another order, positions
+   whose label is the token id 0 left out are named.  A wrong ce or kd that matches none of these
+   is located by probing: one label at a time, which student (and teacher) row the learner's
+   value comes from.  No gradient reaches the teacher.
 5. A batch with no counted position gives three zeros (not NaN) that still back-propagate;
    bf16 logits give float32 results.
 """
 from __future__ import annotations
 
 import inspect
+import itertools
 import warnings
 
 import torch
@@ -32,7 +36,8 @@ import torch.nn.functional as F
 
 from .tools import close, expect, fail, max_err, seeded
 
-TEMP = 2.0  # the check's temperature: T, T² and 1 all differ
+TEMP = 3.0  # the check's temperature: 1, T, 2·T and T² all differ (at T = 2, 2·T == T²)
+TEMP2 = 2.5  # a second one: a temperature written into the code shows
 ALPHA = 0.3  # the check's α: α and 1 − α differ
 N_ROWS, VOCAB = 6, 10  # distillation_loss: (N, V) rows
 BATCH, SEQ, V_TEACHER = 3, 8, 13  # distill_objective: (batch, seq, V) logits, a larger teacher vocab
@@ -58,6 +63,9 @@ def _batch(seed: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     labels[0, 7:] = -100
     labels[2, :3] = -100  # a prompt of 3 tokens, two padding positions
     labels[2, 6:] = -100
+    # the token id 0 (<|endoftext|>, also the pad id) at counted positions: not left to chance
+    labels[1, 3] = 0
+    labels[2, 4] = 0
     return student, teacher, labels  # row 1: every position labelled, the first one too
 
 
@@ -129,6 +137,15 @@ def _loss_mistakes(s: torch.Tensor, t: torch.Tensor, T: float) -> list[tuple[tor
          "否则学生被要求在 T = 1 时就长成老师在 T 时那么“软”的样子。"),
         (_kl(F.log_softmax(s, -1), F.softmax(t, -1)),
          f"温度 (temperature) 没有用上：你算的是 T = 1 时的 KL。两边的 logits 都要除以 temperature（这里 T = {T:g}）。"),
+        (_kl(F.log_softmax(s * T, -1), F.softmax(t * T, -1)),
+         f"logits 乘以了温度：软化是除以 T，s / T 和 t / T（这里 T = {T:g}）。乘以 T 反而让分布更尖，暗知识全被压没了。"),
+        (-(pt * ls).sum(-1).mean(),
+         "你算的是交叉熵 H(p_老师, p_学生) = −Σ p_t · log p_s，不是 KL：两者差一个老师自己的熵 H(p_t)。对学生的梯度一样，"
+         "但 loss 的值不再是 0 起步、也不能和 MiniMind 的日志对比。用 F.kl_div(log_softmax(s / T), softmax(t / T), "
+         "reduction=\"batchmean\")，它算的是 Σ p_t · (log p_t − log p_s)。"),
+        (F.mse_loss(ps, pt),
+         "你算的是两个概率分布的均方误差 (MSE)，不是 KL 散度：蒸馏要的是 KL(p_老师 ‖ p_学生)，"
+         "用 F.kl_div(log_softmax(s / T), softmax(t / T), reduction=\"batchmean\")。"),
         (_kl(ls, pt, "mean"), "reduction 用成了 \"mean\"：F.kl_div 的 \"mean\" 除以的是元素个数 N·V（行数 × 词表大小），"
                               "不是行数 N，结果小了 V 倍。要的是 reduction=\"batchmean\"：在词表上求和，再对 N 行取平均——这才是 KL 的平均值。"),
         (_kl(ls, pt, "sum"), "reduction 用成了 \"sum\"：结果是 N 行的 KL 之和，会随 batch 和序列长度变大。"
@@ -136,12 +153,15 @@ def _loss_mistakes(s: torch.Tensor, t: torch.Tensor, T: float) -> list[tuple[tor
     ]
     out = [(_kl(ls, pt), f"少了 T² 因子：你返回的是 KL 本身，要乘 temperature ** 2（这里 T = {T:g}，差了 {T ** 2:g} 倍）。"
                          f"软化以后 KL 对 logits 的梯度大约小了 T² 倍，乘回 T² 它才不随温度消失，α 在不同的 T 下意思也大致相同。"),
-           (T * _kl(ls, pt), f"乘的是 T 而不是 T²：要乘 temperature ** 2（这里 T = {T:g}，你的结果小了 {T:g} 倍）。")]
-    factors = [(T ** 2, ""), (1.0, "而且少了 T² 因子。"), (T, "而且乘的是 T 而不是 T²。")]
+           (T * _kl(ls, pt), f"乘的是 T 而不是 T²：要乘 temperature ** 2（这里 T = {T:g}，你的结果小了 {T:g} 倍）。"),
+           (2 * T * _kl(ls, pt), f"乘的是 2·T（temperature * 2）而不是 T²（temperature ** 2）：这里 T = {T:g}，"
+                                 f"2·T = {2 * T:g}，T² = {T ** 2:g}。只有 T = 2 时两者碰巧相等。")]
+    factors = [(T ** 2, ""), (1.0, "而且少了 T² 因子。"), (T, "而且乘的是 T 而不是 T²。"),
+               (2 * T, "而且乘的是 2·T（temperature * 2）而不是 T²（temperature ** 2）。")]
     for value, message in cores:
         for k, note in factors:
             out.append((k * value, message + (" " + note if note else "")))
-    for T_fixed in (1.0, 1.5):  # a temperature written into the code instead of the argument
+    for T_fixed in (1.0, 1.5, 2.0):  # a temperature written into the code instead of the argument
         if T_fixed != T:
             out.append(((T_fixed ** 2) * _kl(F.log_softmax(s / T_fixed, -1), F.softmax(t / T_fixed, -1)),
                         f"temperature 参数没有用上：你的结果是 T = {T_fixed:g} 时的值，而这里传进去的是 T = {T:g}。"
@@ -162,7 +182,7 @@ def _call_loss(impl, s, t, **kw) -> torch.Tensor:
 
 
 def _check_loss_value(impl, ref) -> None:
-    for seed, T in ((0, TEMP), (1, 3.0)):
+    for seed, T in ((0, TEMP), (1, TEMP2)):
         s, t = _rows(seed)
         want = ref.distillation_loss(s, t, temperature=T)
         s0, t0 = s.clone(), t.clone()
@@ -271,6 +291,18 @@ def _objective_parts(student, teacher, labels, T, shift="right", positions="labe
     return ce, kd, srows, mask
 
 
+_LABEL_ZERO = ("{what} 漏掉了 label 是 0 的位置：你像是用 labels > 0（或 labels != pad_token_id）选被计数的位置。"
+               "0 是一个正常的 token id（<|endoftext|>，碰巧也是 pad 的 id），回答里完全可能出现；"
+               "不算 loss 的位置只由 -100 标出：counted = labels[:, 1:] != -100。")
+
+
+def _positive_parts(student, teacher, labels, T):
+    """(ce, kd) when the counted positions are chosen by labels > 0: the token id 0 left out."""
+    fake = labels.clone()
+    fake[fake == 0] = -100
+    return _objective_parts(student, teacher, fake, T)[:2]
+
+
 def _ce_mistakes(student, teacher, labels, T) -> list[tuple[torch.Tensor, str]]:
     ce, _, srows, mask = _objective_parts(student, teacher, labels, T)
     y = labels[:, 1:][mask]
@@ -286,6 +318,7 @@ def _ce_mistakes(student, teacher, labels, T) -> list[tuple[torch.Tensor, str]]:
          f"应该除以被计数的位置数 N = {int(mask.sum())}。F.cross_entropy(rows, targets) 默认就是这 N 个的平均。"),
         (F.cross_entropy(srows, y, reduction="sum"),
          "ce 是求和 (sum) 不是平均：要的是被计数的 N 个位置上的平均交叉熵，和模型自己的 loss 一样。"),
+        (_positive_parts(student, teacher, labels, T)[0], _LABEL_ZERO.format(what="ce")),
         (F.cross_entropy(srows / T, y),
          f"ce 里用了温度：交叉熵用学生**原本的** logits（T = 1），温度只用在 KD 那一项上（这里 T = {T:g}）。"),
     ]
@@ -315,10 +348,73 @@ def _kd_mistakes(student, teacher, labels, T) -> list[tuple[torch.Tensor, str]]:
         (_objective_parts(student, teacher, labels, 1.0)[1],
          f"temperature 没有传给 distillation_loss：你的 kd 是 T = 1 时的值。distillation_loss 自己的默认温度是 1.0，"
          f"要写 distillation_loss(..., temperature=temperature)（这里 T = {T:g}）。"),
+        (_positive_parts(student, teacher, labels, T)[1], _LABEL_ZERO.format(what="kd")),
         (kd * n / student.shape[0],
          f"kd 除以了 batch 大小 B = {student.shape[0]}，而不是被计数的位置数 N = {n}：reduction=\"batchmean\" 除以的是"
          f"第一维的长度，要先把 N 个位置取成 (N, V) 的行再算；直接在 (B, 序列, V) 上算，它除以的就是 B。"),
     ]
+
+
+_NAMES = ("loss", "ce", "kd")
+
+
+def _check_order(got: tuple, want: tuple) -> None:
+    """The three values right, but returned in another order: name the order."""
+    if all(close(g, w, atol=ATOL, rtol=RTOL) for g, w in zip(got, want)):
+        return
+    for perm in itertools.permutations(range(3)):
+        if perm != (0, 1, 2) and all(close(got[i], want[perm[i]], atol=ATOL, rtol=RTOL) for i in range(3)):
+            fail(f"distill_objective 的三个值都算对了，但返回的顺序不对：应为 (loss, ce, kd)，你的是 "
+                 f"({', '.join(_NAMES[k] for k in perm)})。训练脚本按位置取 loss, ce, kd = distill_objective(...)，"
+                 f"顺序一错，它就拿 {_NAMES[perm[0]]} 去 backward()，日志里的 ce 和 kd 也对不上。")
+
+
+def _probe(impl, which: str) -> str | None:
+    """Locate a wrong ce or kd: one label at a time, which student (and teacher) row does the
+    learner's value come from?  Returns a diagnostic, or None when every probe is right."""
+    student, teacher, _ = _batch()
+    for j in (3, 6):
+        labels = torch.full((BATCH, SEQ), -100, dtype=torch.long)
+        labels[1, j] = 2  # one counted position: logits[1, j - 1] predicts it
+        out = dict(zip(_NAMES, _call_objective(impl, student, teacher, labels, alpha=ALPHA, temperature=TEMP)))
+        got = out[which]
+        target = torch.tensor([2])
+
+        def value(ts: int, tt: int) -> torch.Tensor:
+            if which == "ce":
+                return F.cross_entropy(student[1, ts:ts + 1].float(), target)
+            return TEMP ** 2 * F.kl_div(F.log_softmax(student[1, ts:ts + 1] / TEMP, -1),
+                                        F.softmax(teacher[1, tt:tt + 1, :VOCAB] / TEMP, -1), reduction="batchmean")
+
+        rows = [(ts, tt) for ts in range(max(0, j - 2), min(SEQ, j + 2))
+                for tt in (range(max(0, j - 2), min(SEQ, j + 2)) if which == "kd" else (ts,))]
+        found = next(((ts, tt) for ts, tt in rows if close(got, value(ts, tt), atol=ATOL, rtol=RTOL)), None)
+        if found == (j - 1, j - 1):
+            continue
+        head = (f"只在 labels[1, {j}] 上有一个 label（其余都是 -100）时，你的 {which} 是 {got.item():.5g}，"
+                f"应为 {value(j - 1, j - 1).item():.5g}（来自 logits[1, {j - 1}]：位置 t 的 logits 预测 labels[:, t + 1]）。")
+        if found is None:
+            if not torch.isfinite(got).item():
+                return head + ("得到的不是一个有限的数：选行的 mask 和目标没有对齐。例如用 labels[:, :-1] != -100 选了行，"
+                               "目标却取 labels[:, 1:]：选中的那一行的目标是 -100，交叉熵在 0 个位置上取平均。"
+                               "mask、行和目标要来自同一个错位：counted = labels[:, 1:] != -100，"
+                               "行 = student_logits[:, :-1][counted]，目标 = labels[:, 1:][counted]。")
+            if got.item() == 0:
+                return head + "你的是 0：像是这个位置没有被计数。被计数的位置是 labels[:, 1:] != -100，对应 logits[:, :-1] 的行。"
+            return head + ("它不是任何一个相邻位置单独算出来的值：像是把没有 label 的位置（-100）也算进去了，"
+                           "或者混用了不同位置的行。被计数的行：logits[:, :-1][labels[:, 1:] != -100]。")
+        ts, tt = found
+        if which == "ce":
+            return head + (f"你用的是 logits[1, {ts}] 这一行：错位{'多了' if ts < j - 1 else '少了'} {abs(j - 1 - ts)} 格。"
+                           f"用 student_logits[:, :-1] 对 labels[:, 1:]。")
+        parts = []
+        if ts != j - 1:
+            parts.append(f"学生用的是 logits[1, {ts}]")
+        if tt != j - 1:
+            parts.append(f"老师用的是 logits[1, {tt}]")
+        return head + ("，".join(parts) + f"（应该都是 logits[1, {j - 1}]）：学生和老师要取同一批行，"
+                       f"都是 [:, :-1] 里 labels[:, 1:] != -100 的位置，和 ce 的行一样。")
+    return None
 
 
 def _check_objective_value(impl, ref) -> None:
@@ -336,17 +432,23 @@ def _check_objective_value(impl, ref) -> None:
              f"{type(e).__name__}: {str(e)[:120]}。老师的 logits 没有截到学生的词表：先取 teacher_logits[..., :student_logits.size(-1)]，"
              f"两个模型共享的是前 V_s 个 id。")
     want_loss, want_ce, want_kd = ref.distill_objective(*args, **kw)
+    _check_order((loss, ce, kd), (want_loss, want_ce, want_kd))
 
     if not close(ce, want_ce, atol=ATOL, rtol=RTOL):
         message = _match(ce, _ce_mistakes(student, teacher, labels, TEMP))
-        fail(message or f"ce 应该是被计数位置（labels[:, 1:] != -100）上学生的平均交叉熵 = {want_ce.item():.6g}，"
-                        f"你的是 {ce.item():.6g}。")
+        fail(message or _probe(impl, "ce") or f"ce 应该是被计数位置（labels[:, 1:] != -100）上学生的平均交叉熵 = "
+                                              f"{want_ce.item():.6g}，你的是 {ce.item():.6g}。")
     if not close(kd, want_kd, atol=ATOL, rtol=RTOL):
-        if close(kd, want_kd / TEMP ** 2, atol=ATOL, rtol=RTOL) or close(kd, want_kd / TEMP, atol=ATOL, rtol=RTOL):
-            fail(f"kd 少了 T² 因子（T = {TEMP:g}）：distillation_loss 要返回 T² · KL。")
+        if close(kd, want_kd / TEMP ** 2, atol=ATOL, rtol=RTOL):
+            fail(f"kd 少了 T² 因子（T = {TEMP:g}）：kd 是 T² · KL，用 distillation_loss(..., temperature=T) 算，它已经乘了 T²。")
+        if close(kd, want_kd / TEMP, atol=ATOL, rtol=RTOL):
+            fail(f"kd 乘的是 T 而不是 T²（T = {TEMP:g}，你的 kd 小了 {TEMP:g} 倍）：kd 是 T² · KL，"
+                 f"用 distillation_loss(..., temperature=T) 算。")
+        if close(kd, want_kd * 2 / TEMP, atol=ATOL, rtol=RTOL):
+            fail(f"kd 乘的是 2·T 而不是 T²（T = {TEMP:g}：2·T = {2 * TEMP:g}，T² = {TEMP ** 2:g}）：temperature ** 2，不是 temperature * 2。")
         message = _match(kd, _kd_mistakes(student, teacher, labels, TEMP))
-        fail(message or f"kd 应该是 distillation_loss(被计数位置的学生行, 老师行, temperature=T) = {want_kd.item():.6g}，"
-                        f"你的是 {kd.item():.6g}。")
+        fail(message or _probe(impl, "kd") or f"kd 应该是 distillation_loss(被计数位置的学生行, 老师行, temperature=T) = "
+                                              f"{want_kd.item():.6g}，你的是 {kd.item():.6g}。")
     if not close(loss, want_loss, atol=ATOL, rtol=RTOL):
         message = _match(loss, [
             ((1 - ALPHA) * ce + ALPHA * kd,
@@ -405,6 +507,10 @@ def _check_empty_and_dtype(impl, ref) -> None:
     except RuntimeError as e:
         fail(f"没有被计数的位置时，返回的 0 要连着 student_logits（zero = student_logits.sum() * 0.0），"
              f"训练脚本照常调用 loss.backward()；你的报错：{str(e)[:100]}。")
+    if student.grad is None:
+        fail("没有被计数的位置时，你返回的 0 能 backward()，却没有连着 student_logits（backward 之后 student_logits.grad "
+             "还是 None）：像是新建了一个 torch.tensor(0.0, requires_grad=True)。多卡训练 (DDP) 时，这一步模型的参数收不到梯度，"
+             "各个进程会一直等它的梯度同步。用 zero = student_logits.sum() * 0.0：值是 0，梯度也是 0，但计算图是连着的。")
 
     student, teacher, labels = _batch(seed=7)
     got = _call_objective(impl, student.bfloat16(), teacher.bfloat16(), labels, alpha=ALPHA, temperature=TEMP)

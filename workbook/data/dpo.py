@@ -35,12 +35,14 @@ SIDES = ("chosen", "rejected")
 def _parse_pair(line: str | bytes, path: Path, lineno: int) -> tuple[list[dict], list[dict]]:
     """(chosen, rejected) messages of one jsonl line; ValueError "file:line: ..." when it is bad.
 
-    Bad: not JSON; not an object with non-empty lists "chosen" and "rejected"; a message that is
+    Bad: not valid UTF-8; not JSON; not an object with non-empty lists "chosen" and "rejected"; a message that is
     not an object with "role" in ROLES and a str "content"; a side without an assistant message.
     """
     try:
         record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: 这一行不是合法的 UTF-8 (not valid UTF-8)：文件要用 UTF-8 编码：{e}") from None
+    except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{lineno}: 这一行不是合法的 JSON (malformed JSON): {e}") from None
     if not isinstance(record, dict):
         raise ValueError(f'{path}:{lineno}: 这一行应该是 {{"chosen": [...], "rejected": [...]}}：{str(record)[:60]}')
@@ -102,7 +104,7 @@ class DPODataset(Dataset):
         self._file = None  # opened on first read, once per process (DataLoader workers fork)
         self._file_pid = None
         if self.path.suffix == ".gz":
-            with gzip.open(self.path, "rt", encoding="utf-8") as f:
+            with gzip.open(self.path, "rb") as f:  # bytes, as for .jsonl: one decoding path
                 self._pairs = [_parse_pair(line, self.path, i) for i, line in enumerate(f, start=1) if line.strip()]
         else:
             self._offsets, self._linenos = SFTDataset._index_lines(self.path)  # as in stage 14
@@ -129,24 +131,21 @@ class DPODataset(Dataset):
     def _encode(self, messages: list[dict]) -> tuple[list[int], list[int]]:
         """(ids, mask) of one side, both lists of length max_length, before the shift."""
         # TODO(learner):
-        #   1. ids = self.tokenizer(render_chat(messages), add_special_tokens=False)["input_ids"],
-        #      cut to self.max_length (exactly as SFTDataset in stage 14: no bos/eos to add)
-        #   2. mask = [0] * self.max_length; for every (begin, end) in
-        #      assistant_spans(ids, self.start_ids, self.end_ids): mask[begin:end] = 1 (the positions
-        #      where SFT's labels are not -100: the replies with their closing <|im_end|>\n)
-        #   3. right-pad ids with self.pad_id to self.max_length (the mask of the padding stays 0)
-        #   4. return (ids, mask): two lists of length max_length, NOT shifted yet
+        #   What: (ids, mask) of one side, two lists of length max_length, not shifted yet: the ids
+        #   exactly as SFTDataset's input_ids, the mask 1 exactly where SFTDataset's labels are not -100.
+        #   Why: DPO compares the two answers' log-probabilities; the prompt is the same on both sides.
+        #   Pitfall: find the spans on the ids after the cut (a span of a cut reply must end at the cut,
+        #   not stretch the mask); the padding's mask is 0.
         raise NotImplementedError(
             "TODO(16 dpo): 在 workbook/data/dpo.py 里写 DPODataset._encode，见 notebooks/16_dpo.ipynb")
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         # TODO(learner):
-        #   1. chosen, rejected = self.pair(index)  (the messages of both sides)
-        #   2. for each side ("chosen", then "rejected"): ids, mask = self._encode(messages)
-        #   3. the shift for next-token prediction: x = ids[:-1], y = ids[1:], mask = mask[1:]
-        #      (mask[t] then says whether the target y[t] is an answer token)
-        #   4. return {"x_chosen": ..., "y_chosen": ..., "mask_chosen": ..., "x_rejected": ...,
-        #      "y_rejected": ..., "mask_rejected": ...}: six torch.long tensors of shape (max_length - 1,)
+        #   What: the six int64 tensors of pair `index`, each of length max_length - 1: for each side,
+        #   x (what the model reads), y (the next tokens) and mask (is y[t] an answer token?).
+        #   Why: DPO needs the log-probability of every target token, so the shift is done here, not in
+        #   the model: logits[:, t] will predict y[t].
+        #   Pitfall: shift the mask with y, not with x; shift once (not in _encode too); chosen first.
         raise NotImplementedError(
             "TODO(16 dpo): 在 workbook/data/dpo.py 里写 DPODataset.__getitem__，见 notebooks/16_dpo.ipynb")
 

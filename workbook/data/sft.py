@@ -38,12 +38,13 @@ def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> st
     ``<|im_start|>assistant\\n``: the prompt from which the model writes its reply.
     """
     # TODO(learner):
-    #   1. one message -> f"<|im_start|>{role}\n{content}<|im_end|>\n"; join them all with "" (the
-    #      newline after <|im_end|> belongs to every message, the last one too)
-    #   2. nothing in front: no default system message (MiniMind's own template adds one; ours does not)
-    #   3. add_generation_prompt=True: append "<|im_start|>assistant\n"
-    #   4. it must equal tokenizer.apply_chat_template(messages, tokenize=False,
-    #      add_generation_prompt=...) of data/tokenizer — compare them in the notebook
+    #   What: the plain ChatML text of the conversation, every message in order, then (only when
+    #   asked) the prompt the model answers from.
+    #   Why: the text must be exactly the shipped tokenizer's apply_chat_template(...), or the
+    #   assistant markers the spans are found by will not be where training and generation expect.
+    #   Pitfall: every message ends with <|im_end|> AND a newline, the last one too ("\n".join loses
+    #   it); no default system message; content verbatim (no strip); the generation prompt ends with
+    #   a newline.  The notebook compares your text with the template's.
     raise NotImplementedError(
         "TODO(14 sft): 在 workbook/data/sft.py 里写 render_chat，见 notebooks/14_sft.ipynb")
 
@@ -51,19 +52,16 @@ def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> st
 def _parse_conversation(line: str | bytes, path: Path, lineno: int) -> list[dict]:
     """The "conversations" list of one jsonl line; ValueError "file:line: ..." when it is bad.
 
-    Bad: not JSON; not an object with a non-empty list "conversations"; a message that is not an
+    Bad: not valid UTF-8; not JSON; not an object with a non-empty list "conversations"; a message that is not an
     object with "role" in ROLES and a str "content"; no assistant message (nothing to learn).
     """
     # TODO(learner):
-    #   1. record = json.loads(line); on json.JSONDecodeError (or UnicodeDecodeError) raise
-    #      ValueError(f"{path}:{lineno}: ...") from None  — as _parse_text in stage 10
-    #   2. conv = record["conversations"] must be a non-empty list (check that record is a dict
-    #      first); otherwise ValueError(f"{path}:{lineno}: ...")
-    #   3. every message must be a dict with m["role"] in ROLES and a str m["content"];
-    #      otherwise ValueError(f"{path}:{lineno}: ...")
-    #   4. at least one message with role "assistant" (or the sample has nothing to learn);
-    #      otherwise ValueError(f"{path}:{lineno}: ...")
-    #   5. return conv
+    #   What: the "conversations" list of one line, or a ValueError "{path}:{lineno}: ..." saying
+    #   what is wrong with the line (the Bad: list in the docstring, one check each).
+    #   Why: a corpus has millions of lines; an error without file and line cannot be fixed.
+    #   Pitfall: `line` may be bytes: decoding can fail with UnicodeDecodeError, which is not a
+    #   json.JSONDecodeError; check types before indexing (a KeyError or TypeError says nothing
+    #   about the line); a conversation without an assistant reply has nothing to learn.
     raise NotImplementedError(
         "TODO(14 sft): 在 workbook/data/sft.py 里写 _parse_conversation，见 notebooks/14_sft.ipynb")
 
@@ -78,15 +76,13 @@ def assistant_spans(input_ids: list[int], start_ids: list[int], end_ids: list[in
     cut first.  Empty spans are left out.
     """
     # TODO(learner):
-    #   1. scan i = 0, 1, ...: where input_ids[i:i + len(start_ids)] == start_ids, the reply
-    #      begins at begin = i + len(start_ids) (the marker itself is not part of it)
-    #   2. from begin, move end forward until input_ids[end:end + len(end_ids)] == end_ids, or
-    #      until end == len(input_ids) (the sequence was cut inside the reply)
-    #   3. end = min(end + len(end_ids), len(input_ids)): the closing <|im_end|>\n is learned too,
-    #      and a cut reply ends at the cut
-    #   4. keep (begin, end) if begin < end; go on scanning from end: every assistant turn
-    #      gets its own span
-    #   5. return the list of (begin, end) tuples
+    #   What: scan the ids for every start marker; each reply runs from right after it to the end of
+    #   the first end marker that follows, as half-open (begin, end) ranges like a Python slice.
+    #   Why: these positions, and only these, carry the SFT loss: the model learns to answer, and
+    #   to stop (the closing marker is learned too).
+    #   Pitfall: the start marker itself is not learned; the end marker is two tokens and both
+    #   belong to the span; a sequence cut inside a reply ends its span at the cut, never past it;
+    #   a multi-turn conversation has one span per assistant turn.
     raise NotImplementedError(
         "TODO(14 sft): 在 workbook/data/sft.py 里写 assistant_spans，见 notebooks/14_sft.ipynb")
 
@@ -129,7 +125,7 @@ class SFTDataset(Dataset):
         self._file = None  # opened on first read, once per process (DataLoader workers fork)
         self._file_pid = None
         if self.path.suffix == ".gz":
-            with gzip.open(self.path, "rt", encoding="utf-8") as f:
+            with gzip.open(self.path, "rb") as f:  # bytes, as for .jsonl: one decoding path
                 self._conversations = [_parse_conversation(line, self.path, i)
                                        for i, line in enumerate(f, start=1) if line.strip()]
         else:
@@ -138,9 +134,10 @@ class SFTDataset(Dataset):
             raise ValueError(f"{self.path}: 文件里没有样本 (no samples): 文件是空的或只有空行")
 
         # TODO(learner):
-        #   1. self.start_ids = the token ids of "<|im_start|>assistant\n" (tokenizer(...,
-        #      add_special_tokens=False)["input_ids"]); the notebook shows what they are
-        #   2. self.end_ids = the token ids of "<|im_end|>\n": <|im_end|> AND its newline
+        #   What: self.start_ids and self.end_ids, the token ids of the two markers as the tokenizer
+        #   writes them inside a rendered conversation.
+        #   Pitfall: each marker includes its newline; <|im_end|> alone (eos_token_id) is not the end
+        #   marker.  The notebook prints both lists.
         raise NotImplementedError(
             "TODO(14 sft): 在 workbook/data/sft.py 里写 SFTDataset.__init__ 的最后两行，"
             "见 notebooks/14_sft.ipynb")
@@ -176,14 +173,13 @@ class SFTDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         # TODO(learner):
-        #   1. text = render_chat(self.conversation(index))
-        #   2. ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:self.max_length]
-        #      — no bos/eos to add and no room to reserve: the text holds its own markers
-        #   3. labels = [-100] * self.max_length; for every (begin, end) in
-        #      assistant_spans(ids, self.start_ids, self.end_ids): labels[begin:end] = ids[begin:end]
-        #   4. input_ids = ids + [self.pad_id] * (self.max_length - len(ids))  (right padding; its
-        #      labels stay -100 because of where they are, not because their id is pad)
-        #   5. return (input_ids, labels) as torch.long tensors of shape (max_length,); no shift
+        #   What: (input_ids, labels) of sample `index`, two LongTensors of length max_length: the
+        #   rendered conversation's ids, cut and right-padded; labels equal to the ids on the assistant
+        #   spans and -100 everywhere else.
+        #   Why: the loss of stage 08 ignores -100, so only the replies (and their end marker) teach.
+        #   Pitfall: no bos/eos to add, no room to reserve; find the spans on the ids AFTER the cut;
+        #   padding is -100 because of where it is, not because its id is the pad id (id 0 also occurs
+        #   inside replies); no shift here: the model shifts labels itself.
         raise NotImplementedError(
             "TODO(14 sft): 在 workbook/data/sft.py 里写 SFTDataset.__getitem__，见 notebooks/14_sft.ipynb")
 

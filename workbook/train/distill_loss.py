@@ -32,17 +32,14 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     The teacher side carries no gradient; the inputs are not modified.
     """
     # TODO(learner):
-    #   1. teacher_probs = F.softmax(teacher_logits / temperature, dim=-1), computed inside
-    #      `with torch.no_grad():` (or .detach() it): the teacher is a fixed target, its logits
-    #      must get no gradient
-    #   2. student_log_probs = F.log_softmax(student_logits / temperature, dim=-1): the SAME T on
-    #      both sides, softmax over the vocabulary (the last dim, not the rows)
-    #   3. kl = F.kl_div(student_log_probs, teacher_probs, reduction=reduction): the first argument
-    #      is the student's LOG-probabilities, the second the teacher's probabilities (not logs);
-    #      that order gives KL(teacher ‖ student).  "batchmean" divides by the N rows, "mean"
-    #      would divide by N·V
-    #   4. return temperature ** 2 * kl: softening makes the gradient 1/T² smaller, T² undoes it
-    #      (the notebook derives it)
+    #   What: KL(teacher || student) between the two distributions softened by the SAME temperature
+    #   T, averaged over the N rows, times T².
+    #   Why: F.kl_div(input, target) computes KL(target || input) with input given as
+    #   log-probabilities: student log-probs first, teacher probabilities second.  Softening shrinks
+    #   the gradient by about 1/T² and T² brings it back, so alpha keeps its meaning at any T.
+    #   Pitfall: the teacher is a fixed target: no gradient into it; softmax over the vocabulary
+    #   (the last dim); "batchmean" divides by N rows ("mean" by N·V); T ** 2, not T * 2 (they agree
+    #   only at T = 2); pass `reduction` on.
     raise NotImplementedError(
         "TODO(17 distillation): 在 workbook/train/distill_loss.py 里写 distillation_loss，"
         "见 notebooks/17_distillation.ipynb")
@@ -67,21 +64,15 @@ def distill_objective(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     connected to student_logits so that backward() works.  The inputs are not modified.
     """
     # TODO(learner):
-    #   1. teacher_logits = teacher_logits[..., :student_logits.size(-1)]: the first V_s columns,
-    #      the vocabulary both models share
-    #   2. the shift: position t predicts token t + 1, so use student_logits[:, :-1],
-    #      teacher_logits[:, :-1] and labels[:, 1:]; counted = labels[:, 1:] != -100  (batch, seq - 1)
-    #   3. no counted position (not counted.any()): return zero, zero, zero with
-    #      zero = student_logits.sum() * 0.0 as float32 — 0 instead of a NaN mean, and still
-    #      connected to the student so that backward() works
-    #   4. the (N, V) rows: student_rows = student_logits[:, :-1][counted].float(), the teacher's
-    #      the same way, targets = labels[:, 1:][counted]  (N,); float32 because bf16 logits from
-    #      autocast lose digits in log_softmax
-    #   5. ce = F.cross_entropy(student_rows, targets): the mean over the N counted positions,
-    #      exactly the model's own loss (no temperature here)
-    #   6. kd = distillation_loss(student_rows, teacher_rows, temperature=temperature): pass the
-    #      temperature on (its default is 1.0, not 1.5)
-    #   7. loss = alpha * ce + (1 - alpha) * kd; return loss, ce, kd
+    #   What: on the counted positions only (the shifted labels that are not -100), the student's
+    #   cross-entropy with the labels, the KD term of the same rows, and alpha·CE + (1 - alpha)·KD.
+    #   Why: it is the trainer's loss: the student learns both the data's next token and the
+    #   teacher's whole distribution at that position.
+    #   Pitfall: position t's logits predict labels[:, t + 1]: student rows, teacher rows and targets
+    #   all come from that one shift; use only the teacher's first V_s columns (the shared
+    #   vocabulary) and cut before any softmax; float32 rows; pass the temperature on (the CE has
+    #   none); a label 0 is a real token (only -100 means "not counted"); no counted position at all:
+    #   three zeros still connected to student_logits (not a NaN mean, not a fresh tensor).
     raise NotImplementedError(
         "TODO(17 distillation): 在 workbook/train/distill_loss.py 里写 distill_objective，"
         "见 notebooks/17_distillation.ipynb")

@@ -39,20 +39,20 @@ class LoRA(nn.Module):
     def __init__(self, in_features: int, out_features: int, rank: int):
         super().__init__()
         # TODO(learner):
-        #   1. self.rank = rank
-        #   2. self.A = nn.Linear(in_features, rank, bias=False)   (in -> rank: the names are the
-        #      saved keys "...lora.A.weight")
-        #   3. self.B = nn.Linear(rank, out_features, bias=False)  (rank -> out)
-        #   4. nn.init.normal_(self.A.weight, mean=0.0, std=0.02); nn.init.zeros_(self.B.weight):
-        #      B = 0 makes B·A = 0, so the model starts unchanged; A must NOT be zero too (then
-        #      no gradient ever reaches A or B — the notebook shows why)
-        #   5. no other parameters: no alpha, no scaling
+        #   What: self.rank and two bias-free linear maps, self.A (in_features -> rank) and
+        #   self.B (rank -> out_features); A drawn from N(0, 0.02), B all zeros.
+        #   Why: B = 0 makes B·A = 0, so the adapted model starts exactly as the base model.  The names
+        #   A and B are the saved keys ("...lora.A.weight").
+        #   Pitfall: A must not be zero too (then no gradient ever reaches A or B: the notebook shows
+        #   why); nn.Linear's default init is not N(0, 0.02); no alpha, no scaling parameter.
         raise NotImplementedError(
             "TODO(15 lora): 在 workbook/model/lora.py 里写 LoRA.__init__，见 notebooks/15_lora.ipynb")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # TODO(learner): return self.B(self.A(x)) — (..., in) -> (..., rank) -> (..., out);
-        #   no scaling factor (PEFT multiplies by lora_alpha / r, MiniMind does not)
+        # TODO(learner):
+        #   What: the low-rank change B·A applied to x: (..., in) -> (..., rank) -> (..., out).
+        #   Pitfall: A first, then B; no scaling factor (PEFT multiplies by lora_alpha / r, MiniMind
+        #   does not).
         raise NotImplementedError(
             "TODO(15 lora): 在 workbook/model/lora.py 里写 LoRA.forward，见 notebooks/15_lora.ipynb")
 
@@ -67,21 +67,14 @@ def apply_lora(model: nn.Module, rank: int = 8) -> int:
     Returns the number of trainable parameters (the LoRA parameters): sum of rank·(in + out).
     """
     # TODO(learner):
-    #   1. for name, module in list(model.named_modules()):  (a list first: you add modules
-    #      while walking, and each LoRA holds two nn.Linear of its own)
-    #   2. only isinstance(module, nn.Linear) with module.weight.shape[0] == module.weight.shape[1]
-    #      — chosen by shape, not by name (weight is (out, in))
-    #   3. lora = LoRA(in, out, rank).to(device=module.weight.device, dtype=module.weight.dtype);
-    #      module.lora = lora  (nn.Module registers it: its keys become "{name}.lora.A.weight")
-    #   4. replace the module's forward:
-    #          def forward_with_lora(x, original=module.forward, adapter=lora):
-    #              return original(x) + adapter(x)
-    #          module.forward = forward_with_lora
-    #      the default arguments bind THIS layer's forward and LoRA now; without them every
-    #      layer would call the loop's last ones (a closure looks names up when it runs)
-    #   5. freeze: every parameter that is not a LoRA parameter gets requires_grad = False,
-    #      every LoRA parameter keeps requires_grad = True (MiniMind does this in its trainer)
-    #   6. return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    #   What: every nn.Linear whose weight is square gets `module.lora` (a LoRA on the weight's
+    #   device and dtype) and computes original(x) + lora(x); then everything but the LoRA
+    #   parameters is frozen; return the number of trainable parameters.
+    #   Why: the rule is MiniMind's: by shape, not by name (in MiniMind2-Small: q_proj and o_proj).
+    #   Replacing the forward on the module instance keeps every state_dict key unchanged.
+    #   Pitfall: walk a list of the modules (you add modules while walking); a function defined in a
+    #   loop looks up loop variables when it runs (late binding): bind this layer's forward and
+    #   LoRA when you define it, or every layer calls the last one's.
     raise NotImplementedError(
         "TODO(15 lora): 在 workbook/model/lora.py 里写 apply_lora，见 notebooks/15_lora.ipynb")
 
@@ -95,12 +88,11 @@ def save_lora(model: nn.Module, path: str | os.PathLike) -> None:
     Values: the tensors as they are (the weight's dtype), moved to the CPU.
     """
     # TODO(learner):
-    #   1. state = {}; for name, module in model.named_modules(): skip modules without a
-    #      .lora (getattr(module, "lora", None))
-    #   2. for key, value in module.lora.state_dict().items()  (key is "A.weight" / "B.weight"):
-    #          state[f"{clean_name(name)}.lora.{key}"] = value.detach().cpu()
-    #      clean_name (given, above) strips "module." and "_orig_mod."
-    #   3. torch.save(state, path) — the adapters only, never model.state_dict()
+    #   What: torch.save a dict {key: tensor} of the LoRA tensors only, under MiniMind's keys
+    #   "{module name}.lora.A.weight" / ".lora.B.weight", values detached and on the CPU.
+    #   Why: an adapter file is a few hundred KB, loadable into any copy of the base model.
+    #   Pitfall: never model.state_dict() (the whole model); strip the DDP / torch.compile prefixes
+    #   (clean_name, given above) so every run saves the same names; keep the tensors' own dtype.
     raise NotImplementedError(
         "TODO(15 lora): 在 workbook/model/lora.py 里写 save_lora，见 notebooks/15_lora.ipynb")
 
@@ -115,14 +107,12 @@ def load_lora(model: nn.Module, path: str | os.PathLike) -> None:
     are copied into the existing parameters (their dtype and device are kept).
     """
     # TODO(learner):
-    #   1. state = torch.load(path, map_location="cpu", weights_only=True);
-    #      state = {clean_name(k): v for k, v in state.items()}
-    #   2. own = {f"{clean_name(name)}.lora.{key}": p} for every module with a .lora and every
-    #      (key, p) in module.lora.named_parameters()
-    #   3. missing = keys of own not in state; unexpected = keys of state not in own; a shape
-    #      that differs (another rank): raise ValueError(...) naming those keys
-    #   4. with torch.no_grad(): p.copy_(state[key]) for every key — copy_ keeps p's dtype and
-    #      device, and p stays the same Parameter (an optimizer holding it still sees it)
+    #   What: read the file safely, match its keys with the model's adapters (both sides through
+    #   clean_name), refuse any mismatch, then copy the values into the existing parameters.
+    #   Why: a silently partial load leaves some adapters at B = 0: training lost without a word.
+    #   Pitfall: weights_only=True (a file is data, never code); missing keys, unexpected keys and
+    #   shapes of another rank are all a ValueError naming them (copy_ would broadcast a rank-1 file
+    #   into a rank-4 adapter without complaint); copy into the Parameters, never replace them.
     raise NotImplementedError(
         "TODO(15 lora): 在 workbook/model/lora.py 里写 load_lora，见 notebooks/15_lora.ipynb")
 
@@ -136,12 +126,11 @@ def merge_lora(model: nn.Module) -> None:
     cost per token.  Parameters keep the requires_grad apply_lora left them.  In place.
     """
     # TODO(learner):
-    #   1. with torch.no_grad(): for name, module in list(model.named_modules()), the modules
-    #      with a .lora
-    #   2. W (out, in) += B (out, r) @ A (r, in): delta = lora.B.weight.float() @ lora.A.weight.float();
-    #      module.weight += delta.to(module.weight.dtype) — once, and not transposed
-    #   3. del module.lora, and remove the patched forward: vars(module).pop("forward", None)
-    #      (then nn.Linear's own forward is used again; leave either one behind and B·A is
-    #      added a second time on top of the merged W)
+    #   What: for every adapted module W <- W + B·A (computed in fp32, stored in W's dtype), then
+    #   remove the adapter and the patched forward: a plain MiniMindForCausalLM again.
+    #   Why: after merging, inference costs what the base model costs.
+    #   Pitfall: W is (out, in): B (out, r) @ A (r, in), not transposed, added once; leave either the
+    #   adapter or the patched forward behind and B·A is added a second time; change W in place
+    #   (a new nn.Parameter would make it trainable again).
     raise NotImplementedError(
         "TODO(15 lora): 在 workbook/model/lora.py 里写 merge_lora，见 notebooks/15_lora.ipynb")

@@ -35,10 +35,12 @@ def logits_to_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     Padding positions get a value too (the label there is the pad id); the mask drops them later.
     """
     # TODO(learner):
-    #   1. log_softmax over the vocabulary (the last dim), in float32: F.log_softmax(logits.float(), dim=-1)
-    #      (not torch.log(torch.softmax(...)): a probability that underflows to 0 gives log(0) = -inf)
-    #   2. pick each target token's entry: .gather(-1, labels.unsqueeze(-1)).squeeze(-1) -> (B, T)
-    #   3. no shift here: labels are already the next tokens (DPODataset's y)
+    #   What: the log-probability of each label token: a log-softmax over the vocabulary, read off
+    #   at the label.  (B, T, V) and (B, T) -> (B, T) float32.
+    #   Why: DPO's "log pi(answer)" is the sum (or mean) of these over the answer.
+    #   Pitfall: in float32 (bf16 logits lose the small differences DPO lives on); log_softmax, not
+    #   log(softmax(...)) (an underflow to 0 gives -inf); remove only the last, gathered dim (a batch
+    #   of one row must keep its batch dim); no shift: labels are already the next tokens.
     raise NotImplementedError(
         "TODO(16 dpo): 在 workbook/train/dpo_loss.py 里写 logits_to_log_probs，见 notebooks/16_dpo.ipynb")
 
@@ -56,10 +58,12 @@ def sequence_log_probs(log_probs: torch.Tensor, mask: torch.Tensor,
     A row without a single answer token gives 0 in both modes (the clamp avoids 0 / 0).
     """
     # TODO(learner):
-    #   1. mask = mask.to(log_probs.dtype) (it comes as int64), total = (log_probs * mask).sum(dim=-1)
-    #   2. length_normalize=False: return total (the paper's and TRL's log pi(answer | prompt))
-    #   3. length_normalize=True: return total / mask.sum(dim=-1).clamp(min=1) (MiniMind's mean;
-    #      the clamp keeps a row without answer tokens at 0 instead of 0 / 0 = nan)
+    #   What: one number per row: the masked sum of the token log-probs, or, with length_normalize,
+    #   that sum divided by the row's own number of answer tokens.
+    #   Why: the sum is the paper's / TRL's log pi(answer | prompt); the mean is MiniMind's, and does
+    #   not favour short answers.
+    #   Pitfall: the mask comes as int64: cast it; divide by each row's own count, never T or the
+    #   whole batch's; a row without answer tokens must give 0, not 0 / 0.
     raise NotImplementedError(
         "TODO(16 dpo): 在 workbook/train/dpo_loss.py 里写 sequence_log_probs，见 notebooks/16_dpo.ipynb")
 
@@ -86,12 +90,14 @@ def dpo_loss(ref_log_probs: torch.Tensor, policy_log_probs: torch.Tensor, mask: 
     Gradients flow into policy_log_probs only (the reference is computed under no_grad).
     """
     # TODO(learner):
-    #   1. ref = sequence_log_probs(ref_log_probs, mask, length_normalize), policy likewise: (B,)
-    #   2. split both into halves: ref_c, ref_r = _halves(ref, "ref_log_probs") (chosen rows first),
-    #      pi_c, pi_r = _halves(policy, "policy_log_probs")
-    #   3. margin = (pi_c - pi_r) - (ref_c - ref_r): (B/2,)
-    #   4. return -F.logsigmoid(beta * margin).mean()  (beta multiplies the whole margin; logsigmoid,
-    #      not torch.log(torch.sigmoid(...)), which gives -inf for a large negative margin)
+    #   What: the per-sequence log-probs of policy and reference (sequence_log_probs), split into
+    #   the chosen half and the rejected half, then -logsigmoid(beta * margin) averaged over pairs,
+    #   margin = (pi_c - pi_r) - (ref_c - ref_r).
+    #   Why: the policy is pushed to prefer the chosen answer MORE than the reference does; beta
+    #   says how far it may move from the reference.
+    #   Pitfall: halves, not interleaved rows (_halves, given above); beta multiplies the whole
+    #   margin, inside the logsigmoid; F.logsigmoid, not log(sigmoid) (which gives -inf for a large
+    #   negative margin); detach nothing: the gradient must reach policy_log_probs.
     raise NotImplementedError(
         "TODO(16 dpo): 在 workbook/train/dpo_loss.py 里写 dpo_loss，见 notebooks/16_dpo.ipynb")
 
@@ -105,9 +111,10 @@ def implicit_rewards(ref_log_probs: torch.Tensor, policy_log_probs: torch.Tensor
     it under torch.no_grad() (or .detach() the result) when it is only logged.
     """
     # TODO(learner):
-    #   1. rewards = beta * (sequence_log_probs(policy_log_probs, mask, length_normalize)
-    #                        - sequence_log_probs(ref_log_probs, mask, length_normalize)): (B,)
-    #   2. return _halves(rewards, "implicit_rewards"): (chosen (B/2,), rejected (B/2,))
+    #   What: beta * (policy's minus reference's sequence log-prob) for every row, split into
+    #   (chosen, rejected) halves.
+    #   Pitfall: same options as dpo_loss (length_normalize passed on); not detached: the caller
+    #   decides (it logs them under no_grad, and -logsigmoid(r_c - r_r).mean() is the loss).
     raise NotImplementedError(
         "TODO(16 dpo): 在 workbook/train/dpo_loss.py 里写 implicit_rewards，见 notebooks/16_dpo.ipynb")
 
@@ -121,10 +128,11 @@ def make_ref_model(model: nn.Module) -> nn.Module:
     trainable.  (MiniMind builds the reference by loading the same weights a second time.)
     """
     # TODO(learner):
-    #   1. ref = copy.deepcopy(model): its own parameters (a shallow copy would share them, and every
-    #      update of the policy would move the reference too)
-    #   2. ref.eval(): dropout off, the reference gives the same log-probs on every call
-    #   3. ref.requires_grad_(False): frozen, no gradients, nothing for the optimizer
-    #   4. return ref; do not touch `model` (it is the policy: it stays trainable, in its mode)
+    #   What: an independent, frozen copy of the model as it is now, in eval mode.
+    #   Why: the reference must give the same log-probs on every call and never move while the
+    #   policy trains.
+    #   Pitfall: a shallow copy (or the model itself) shares the parameters, so the reference would
+    #   follow every update; switch and freeze the copy, never the model passed in (the policy
+    #   keeps training, in its own mode).
     raise NotImplementedError(
         "TODO(16 dpo): 在 workbook/train/dpo_loss.py 里写 make_ref_model，见 notebooks/16_dpo.ipynb")
