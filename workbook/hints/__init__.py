@@ -4,6 +4,8 @@ Each level starts with a line ``## 提示 N：title``.  Level 1 nudges, the last
 gives the answer.  After the file's levels comes one generated level, the guided walkthrough:
 the ``# TODO(learner)`` steps of the pristine guided stub (``workbook.stubs.walkthrough``), so a
 learner at the challenge level, or one who has overwritten those comments, can still read them.
+A file level titled "(line by line)" (逐行的做法) comes after that walkthrough: it is the answer
+spelled out, so it is always the last level.
 ``python -m workbook hint 01`` reveals the next unseen level and remembers it in
 ``.workbook/state.json``; ``--level N`` shows one level directly.
 """
@@ -28,14 +30,15 @@ def levels(stage_id: str) -> list[str]:
     path = HINTS_DIR / f"{stage.id}_{stage.slug}.md"
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     marks = list(_HEADING.finditer(text))
-    out = []
+    written, spelled_out = [], []  # (title, body) of the file's levels
     for i, m in enumerate(marks):
         end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-        out.append(text[m.start():end].strip())
+        level = (m.group(2).strip(), text[m.end():end].strip())
+        (spelled_out if "(line by line)" in level[0] else written).append(level)
     steps = walkthrough(stage.id)
     if steps:
-        out.append(f"## 提示 {len(out) + 1}：逐步提示 (the guided walkthrough)\n\n{steps}")
-    return out
+        written.append(("逐步提示 (the guided walkthrough)", steps))
+    return [f"## 提示 {n}：{title}\n\n{body}" for n, (title, body) in enumerate(written + spelled_out, 1)]
 
 
 def _load_state() -> dict:
