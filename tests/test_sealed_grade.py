@@ -28,6 +28,9 @@ def _ref():  # the reference folder, its name built so that no static scan sees 
         return open(pth).read().split()[0] + "/" + "sol" + "utions"
 '''
 
+# a tensor that turns into whatever it is compared with (its __torch_function__ swaps itself out)
+MIRROR = 'import torch\nfrom torch import nn\n\n\nclass _Mirror(torch.Tensor):\n    """Whatever it is compared with, it turns into that."""\n\n    @classmethod\n    def __torch_function__(cls, func, types, args=(), kwargs=None):\n        kwargs = kwargs or {}\n        flat = [a for a in args if isinstance(a, torch.Tensor)]\n        plain = [a for a in flat if not isinstance(a, _Mirror)]\n        if plain:\n            args = tuple(plain[0] if isinstance(a, _Mirror) and a.shape == plain[0].shape else a for a in args)\n        with torch._C.DisableTorchFunctionSubclass():\n            out = func(*args, **kwargs)\n        if isinstance(out, torch.Tensor) and not plain:\n            return out.as_subclass(_Mirror)\n        return out\n\n\nclass RMSNorm(nn.Module):\n    def __init__(self, dim, eps=1e-5):\n        super().__init__()\n        self.eps = eps\n        self.weight = nn.Parameter(torch.ones(dim))\n\n    def forward(self, x):\n        return (x * 0 * self.weight).as_subclass(_Mirror)\n'
+
 # name -> (the submission's files, the statuses that are acceptable, a fragment the message must hold)
 ATTACKS = {
     # files the learner does not own take no part
@@ -112,6 +115,8 @@ ATTACKS = {
                              ".reference_module('model.norm').RMSNorm\n"}, {"tampered"}, "reference_module"),
     "own_audit_hook": ({"workbook/model/norm.py": WRONG_NORM + "\nimport sys\nsys.addaudithook(lambda *a: None)\n"},
                        {"tampered"}, "addaudithook"),
+    # fooling the comparisons: judged with tensor subclasses' __torch_function__ switched off
+    "tensor_subclass_mirror": ({"workbook/model/norm.py": MIRROR}, {"fail"}, "不一致"),
     # leaving the process
     "ctypes_memory": ({"workbook/model/norm.py": WRONG_NORM + "\nimport ctypes\nctypes.string_at(id(1), 8)\n"},
                       {"tampered"}, "ctypes"),

@@ -105,7 +105,12 @@ def _judge(job: dict) -> tuple[str, str]:
         impl = harness._load_impl(stage)
         ref = reference[stage.modules[0]] if len(stage.modules) == 1 else \
             harness._merged([reference[m] for m in stage.modules])
-        return check_mod.check(impl, ref)
+        # a tensor subclass's __torch_function__ could answer every comparison "equal": while judging,
+        # tensors are plain tensors (an nn.Parameter is one already)
+        with torch._C.DisableTorchFunctionSubclass():
+            return check_mod.check(impl, ref)
+
+    import torch
 
     status, message = harness.outcome(call)
 
