@@ -51,7 +51,10 @@ def main(fd_text: str, _write=os.write, _exit=os._exit, _time=time.perf_counter)
     job = __import__("json").loads(sys.stdin.read())
     fd = int(fd_text)
     start = _time()
-    status, message = _judge(job)
+    try:
+        status, message = _judge(job)
+    except BaseException as e:  # the judge itself broke (or was broken): never a pass
+        status, message = "fail", f"评分器出错 (judge error)：{type(e).__name__}: {str(e)[-300:]}"
     _write(fd, _encode(job["nonce"], status, _time() - start, message))
     _exit(0)  # no atexit handler, no thread of the learner's, runs after the verdict
 
@@ -95,13 +98,13 @@ def _judge(job: dict) -> tuple[str, str]:
     _modes._sealed_lookup = _reference_lookup
     changes = guard_mod.changes
     before = guard_mod.snapshot()
-    for s in stages.STAGES:
-        if s.id in job["served"]:
-            for rel in s.modules:
-                importlib.import_module(f"workbook.{rel}")
 
-    # 4. the learner's code, judged
+    # 4. the learner's code, judged (a served prerequisite may import the learner's own modules)
     def call():
+        for s in stages.STAGES:
+            if s.id in job["served"]:
+                for rel in s.modules:
+                    importlib.import_module(f"workbook.{rel}")
         impl = harness._load_impl(stage)
         ref = reference[stage.modules[0]] if len(stage.modules) == 1 else \
             harness._merged([reference[m] for m in stage.modules])
