@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     p_hf.add_argument("--inference_rope_scaling", type=int, default=None, choices=[0, 1],
                       help="1 = 推理时用 YaRN 把 RoPE 拉长，上下文到训练时的 16 倍")
     p_hf.add_argument("--pth", help="同时另存一份 MiniMind 格式的 .pth（fp16）")
+    p_hf.add_argument("--lora", metavar="ADAPTER", default=None,
+                      help="再把一个 LoRA 适配器（python -m workbook.train.lora 存的 .pth）导出成 PEFT 目录 OUT/adapter："
+                           "PeftModel.from_pretrained(基座, OUT/adapter)；r = lora_alpha = 秩")
     from .eval import cli as eval_cli
     eval_cli.add_arguments(sub.add_parser("eval", help=eval_cli.HELP))
     return parser
@@ -162,6 +165,12 @@ def cmd_export(args) -> int:
 
 def cmd_export_hf(args) -> int:
     from .export import export_hf
+    base_keys = None
+    if args.lora:  # checked before anything is written
+        from .export_peft import peft_adapter
+        from .train.checkpoint import safe_load
+        base_keys = set(safe_load(args.weights, "权重"))
+        peft_adapter(args.lora, base_keys)
     given = {k: getattr(args, k) for k, _ in _HF_SHAPE}
     for k in ("use_moe", "inference_rope_scaling"):
         given[k] = None if getattr(args, k) is None else bool(getattr(args, k))
@@ -181,6 +190,10 @@ def cmd_export_hf(args) -> int:
               f"AutoModelForCausalLM.from_pretrained('{out}', trust_remote_code=True)；"
               f"分词器 (tokenizer) 也传 trust_remote_code=True，transformers 5 才不会停下来问。"
               f"不要 remote code：加 --llama。")
+    if args.lora:
+        from .export_peft import ADAPTER_DIR, export_peft
+        folder = export_peft(args.lora, Path(out) / ADAPTER_DIR, base_keys, base_path=str(out))
+        print(f"LoRA 适配器导出成 PEFT 目录 {folder}：PeftModel.from_pretrained(model, '{folder}')。")
     return 0
 
 
