@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     p_hf.add_argument("--inference_rope_scaling", type=int, default=None, choices=[0, 1],
                       help="1 = 推理时用 YaRN 把 RoPE 拉长，上下文到训练时的 16 倍")
     p_hf.add_argument("--pth", help="同时另存一份 MiniMind 格式的 .pth（fp16）")
+    p_hf.add_argument("--gguf", action="store_true",
+                      help="再写一个 llama.cpp 用的 GGUF 文件 OUT/model.gguf（稠密模型；--dtype float16 或 float32）")
     p_hf.add_argument("--lora", metavar="ADAPTER", default=None,
                       help="再把一个 LoRA 适配器（python -m workbook.train.lora 存的 .pth）导出成 PEFT 目录 OUT/adapter："
                            "PeftModel.from_pretrained(基座, OUT/adapter)；r = lora_alpha = 秩")
@@ -176,7 +178,7 @@ def cmd_export_hf(args) -> int:
         given[k] = None if getattr(args, k) is None else bool(getattr(args, k))
     report: dict = {}
     out = export_hf(args.weights, args.out, pth=args.pth, config_kwargs=given,
-                    llama=args.llama, dtype=args.dtype, report=report)
+                    llama=args.llama, dtype=args.dtype, report=report, gguf=args.gguf)
     if report["config_json"]:
         print(f"模型配置 (config) 取自 {report['config_json']}（命令行参数优先）。")
     if args.llama:
@@ -190,6 +192,8 @@ def cmd_export_hf(args) -> int:
               f"AutoModelForCausalLM.from_pretrained('{out}', trust_remote_code=True)；"
               f"分词器 (tokenizer) 也传 trust_remote_code=True，transformers 5 才不会停下来问。"
               f"不要 remote code：加 --llama。")
+    if args.gguf:
+        print(f"GGUF 文件 {report['gguf']}：llama.cpp 直接读（llama-cli -m {report['gguf']}），分词器和聊天模板都在里面。")
     if args.lora:
         from .export_peft import ADAPTER_DIR, export_peft
         folder = export_peft(args.lora, Path(out) / ADAPTER_DIR, base_keys, base_path=str(out))

@@ -300,12 +300,13 @@ def write_tokenizer(out: str | Path, source: str | Path = TOKENIZER_DIR) -> Path
 
 def export_hf(weights: str | Path, out: str | Path, *, config_kwargs: dict | None = None,
               pth: str | Path | None = None, llama: bool = False, dtype: str = "float16",
-              report: dict | None = None) -> Path:
+              report: dict | None = None, gguf: bool = False) -> Path:
     """Load MiniMind-layout weights into the current implementation and write a HF folder.
 
     config_kwargs: MiniMindConfig fields; None values mean "not given" (see model_config_kwargs:
         the config JSON beside the weights fills them).
     llama: a native LlamaForCausalLM folder (export_llama) instead of the remote-code one.
+    gguf: also write ``out/model.gguf`` for llama.cpp (export_gguf; dense, float16 or float32).
     dtype: "float16" | "bfloat16" | "float32", the stored precision of the safetensors.
     report: filled with what was done (config JSON used, the Llama check's figures).
     """
@@ -322,6 +323,9 @@ def export_hf(weights: str | Path, out: str | Path, *, config_kwargs: dict | Non
     config = MiniMindConfig(**kwargs)
     if llama:
         llama_config(config)  # a MoE config raises NotALlama here, before the weights are read
+    if gguf:
+        from .export_gguf import check_gguf
+        check_gguf(config, dtype)  # the same, for --gguf
     model = MiniMindForCausalLM(config)
     # weights_only load, wrapper prefixes stripped, strict: names any key that does not fit
     load_weights(model, weights)
@@ -341,4 +345,7 @@ def export_hf(weights: str | Path, out: str | Path, *, config_kwargs: dict | Non
         (out / "configuration_minimind.py").write_text(conf_src, encoding="utf-8")
         (out / "modeling_minimind.py").write_text(model_src, encoding="utf-8")
     write_tokenizer(out)
+    if gguf:  # one file for llama.cpp, beside the folder
+        from .export_gguf import export_gguf
+        report["gguf"] = export_gguf(model, out / "model.gguf", TOKENIZER_DIR, dtype)
     return out
