@@ -38,6 +38,7 @@ def exported(tmp_path_factory):
                   mode="solutions", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "model.gguf" in proc.stdout
+    assert "## llama.cpp" in (out / "README.md").read_text(encoding="utf-8")
     stored = MiniMindForCausalLM(MiniMindConfig(**TINY)).eval()
     load_weights(stored, pth)
     return stored, out / "model.gguf"

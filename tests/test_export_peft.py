@@ -97,3 +97,17 @@ def test_a_file_that_is_not_an_adapter_is_refused_before_anything_is_written(exp
     proc = run_py(["-m", "workbook", "export-hf", str(pth), str(out), "--lora", str(tmp_path / "missing.pth")],
                   mode="solutions", timeout=300)
     assert proc.returncode == 2 and "文件不存在" in proc.stderr and not out.exists()
+
+
+def test_the_folder_carries_a_model_card_whose_snippet_runs_and_a_complete_generation_config(exported):
+    import re
+
+    _, _, out = exported
+    generation = json.loads((out / "generation_config.json").read_text(encoding="utf-8"))
+    assert (generation["bos_token_id"], generation["eos_token_id"], generation["pad_token_id"]) == (1, 2, 0)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "no default system line" in card and "## PEFT" in card and "llama.cpp" not in card
+    code = re.search(r"## transformers\n\n```python\n(.*?)```", card, re.S).group(1)
+    namespace = {}
+    exec(code.replace("PATH/TO/THIS/FOLDER", str(out)).replace("max_new_tokens=128", "max_new_tokens=4"), namespace)
+    assert namespace["out"].shape[1] >= namespace["inputs"]["input_ids"].shape[1] + 1

@@ -177,8 +177,14 @@ def cmd_export_hf(args) -> int:
     for k in ("use_moe", "inference_rope_scaling"):
         given[k] = None if getattr(args, k) is None else bool(getattr(args, k))
     report: dict = {}
-    out = export_hf(args.weights, args.out, pth=args.pth, config_kwargs=given,
-                    llama=args.llama, dtype=args.dtype, report=report, gguf=args.gguf)
+    try:
+        out = export_hf(args.weights, args.out, pth=args.pth, config_kwargs=given,
+                        llama=args.llama, dtype=args.dtype, report=report, gguf=args.gguf,
+                        lora=bool(args.lora))
+    except NotImplementedError as e:  # the learner's model code is not written yet
+        print(f"错误：export-hf 用你自己写的模型代码，它还没写完：{e}\n先通过 00–08 的检查，"
+              f"或者用参考实现导出：WORKBOOK_IMPL=solutions python -m workbook export-hf …", file=sys.stderr)
+        return 2
     if report["config_json"]:
         print(f"模型配置 (config) 取自 {report['config_json']}（命令行参数优先）。")
     if args.llama:

@@ -300,13 +300,14 @@ def write_tokenizer(out: str | Path, source: str | Path = TOKENIZER_DIR) -> Path
 
 def export_hf(weights: str | Path, out: str | Path, *, config_kwargs: dict | None = None,
               pth: str | Path | None = None, llama: bool = False, dtype: str = "float16",
-              report: dict | None = None, gguf: bool = False) -> Path:
+              report: dict | None = None, gguf: bool = False, lora: bool = False) -> Path:
     """Load MiniMind-layout weights into the current implementation and write a HF folder.
 
     config_kwargs: MiniMindConfig fields; None values mean "not given" (see model_config_kwargs:
         the config JSON beside the weights fills them).
     llama: a native LlamaForCausalLM folder (export_llama) instead of the remote-code one.
     gguf: also write ``out/model.gguf`` for llama.cpp (export_gguf; dense, float16 or float32).
+    lora: the caller adds a PEFT adapter in ``out/adapter`` (the model card says how to load it).
     dtype: "float16" | "bfloat16" | "float32", the stored precision of the safetensors.
     report: filled with what was done (config JSON used, the Llama check's figures).
     """
@@ -348,4 +349,7 @@ def export_hf(weights: str | Path, out: str | Path, *, config_kwargs: dict | Non
     if gguf:  # one file for llama.cpp, beside the folder
         from .export_gguf import export_gguf
         report["gguf"] = export_gguf(model, out / "model.gguf", TOKENIZER_DIR, dtype)
+    from .model_card import write_generation_config, write_model_card
+    write_generation_config(out)
+    write_model_card(out, config, weights, llama=llama, gguf=gguf, lora=lora, dtype=dtype)
     return out
