@@ -91,7 +91,7 @@ def sample_answers(model, tokenizer, prompts: list[dict], k: int, temp: float, m
                    seed: int, batch_size: int = 16, device="cpu") -> list[list[dict]]:
     """k sampled answers per prompt: [[{"answer", "stopped", "new_tokens"}] * k] in prompt order.
 
-    The k copies of a prompt are k rows of workbook.generate's batched decoding, each drawn by its
+    The k copies of a prompt are k rows of workbook.model.generate's batched decoding, each drawn by its
     own generator seeded from (`seed`, row): the same call gives the same answers, whatever the
     batch size.  Progress goes to stderr (batches done / total).
     """

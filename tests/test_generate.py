@@ -1,10 +1,10 @@
-"""workbook/generate.py: batched, left-padded, KV-cached generation equals one-by-one decoding."""
+"""workbook/model/generate.py: batched, left-padded, KV-cached generation equals one-by-one decoding."""
 import pytest
 import torch
 
 from tests.helpers import ROOT
 from workbook import _modes
-from workbook.generate import Sampling, decode_batch, generate, left_pad, next_tokens, row_generator
+from workbook.model.generate import Sampling, decode_batch, generate, left_pad, next_tokens, row_generator
 
 DATA = ROOT / "data"
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -97,10 +97,15 @@ def test_top_k_and_top_p_keep_only_the_allowed_tokens():
 @pytest.mark.slow
 def test_greedy_batched_equals_unbatched_on_the_held_out_requests():
     """The shipped SFT model on the grader's 120 requests: batch 32 (left padding) == batch 1."""
-    from workbook.eval.runner import load_model, load_prompts, load_tokenizer
+    from workbook.eval.runner import load_prompts, load_tokenizer
+    from workbook.export import model_config_kwargs
+    from workbook.train.checkpoint import load_weights
 
     tok = load_tokenizer()
-    model, _ = load_model(DATA / "base" / "full_sft_320.pth")
+    weights = DATA / "base" / "full_sft_320.pth"
+    config = _modes.reference_module("config").MiniMindConfig(**model_config_kwargs(weights)[0])
+    model = _modes.reference_module("model.causal_lm").MiniMindForCausalLM(config)
+    load_weights(model, weights)
     ids = [tok.apply_chat_template(p["messages"], add_generation_prompt=True, tokenize=True,
                                    return_dict=False) for p in load_prompts()]
     assert len(ids) == 120 and len({len(x) for x in ids}) > 10  # really padded

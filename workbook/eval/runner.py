@@ -2,7 +2,7 @@
 
 Each prompt's messages are rendered with the tokenizer's own chat template plus the generation
 prompt ``<|im_start|>assistant\\n`` and continued greedily (deterministic) until ``<|im_end|>`` or
-``max_new_tokens`` by :func:`workbook.generate.generate`: batched, left-padded, KV-cached
+``max_new_tokens`` by :func:`workbook.model.generate.generate`: batched, left-padded, KV-cached
 decoding over MiniMind's forward (it needs only the forward, not ``generate()``).  A batched run
 gives the answers of a one-by-one run: the padding is masked, RoPE scores depend only on
 relative positions, and finished rows leave the batch (``tests/test_generate.py`` checks it
@@ -71,7 +71,7 @@ def generate_answers(model, tokenizer, prompts: list[dict], device="cpu",
     draws with one generator per prompt seeded from (`seed`, prompt index): the answers do not
     depend on batch_size, and the global RNG is not touched.
     """
-    from workbook.generate import Sampling, generate
+    from workbook.model.generate import Sampling, generate
     from workbook.train.checkpoint import unwrap
 
     eos = tokenizer.eos_token_id
@@ -115,7 +115,7 @@ def evaluate(model, tokenizer, prompts: list[dict], device="cpu",
         tokenizer: the shipped tokenizer (``AutoTokenizer.from_pretrained("data/tokenizer")``).
         prompts: records of ``sft_eval_prompts.jsonl`` (:func:`load_prompts`).
         greedy: True (default) = argmax decoding, the same answers on every run.
-        num_threads: torch threads while generating on CPU (workbook.generate: 1 is fastest).
+        num_threads: torch threads while generating on CPU (workbook.model.generate: 1 is fastest).
     Returns: ``{"settings": {...}, "tasks": {task: {"n", "pass", "form", "title", "correct",
         "stopped"}}, "overall": {...}, "answers": [{"id", "task", "request", "answer", "stopped",
         "new_tokens", "scores"}]}`` — rates in [0, 1], None where a task is not graded on a metric.

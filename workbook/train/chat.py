@@ -3,7 +3,7 @@
 - data: ``{"conversations": [...]}`` lines, checked before step 1 (``check_chat_data``) and read
   with the learner's ``SFTDataset`` (stage 14: labels only on the assistant's replies);
 - the end of a run: greedy answers to requests the data never contains, and the share that
-  stopped at ``<|im_end|>``, written in one batched, KV-cached call (``workbook.generate``).
+  stopped at ``<|im_end|>``, written in one batched, KV-cached call (``workbook.model.generate``).
   Generation uses the tokenizer's ChatML template (provided infrastructure), not the learner's
   render_chat.
 A trainer module imports ``make_dataset``, ``check_data`` and ``describe_data`` from here and
@@ -35,10 +35,10 @@ def describe_data(summary: dict) -> str:
 def answers(model, tokenizer, requests: list[str], device, max_new_tokens: int = 96) -> list[tuple[str, bool]]:
     """The model's greedy answer to each request, and whether it stopped by itself (<|im_end|>).
 
-    One batched, KV-cached call (workbook.generate); `model` may be wrapped (DDP, compile) or a
+    One batched, KV-cached call (workbook.model.generate); `model` may be wrapped (DDP, compile) or a
     DPO/distillation pair (its trained model answers).
     """
-    from ..generate import generate
+    from ..model.generate import generate
     from .paired import Paired
 
     net = unwrap(model)

@@ -61,10 +61,10 @@ def regular_line_share(poems: list[str]) -> float:
 def generate_samples(model, tokenizer, prompts, device, max_new_tokens: int = 64, seed: int = 0):
     """Continue each prompt (sampling, temperature 0.8, top-p 0.9), all in one batched call.
 
-    workbook.generate draws with its own generators seeded from (seed, prompt): the global RNG is
+    workbook.model.generate draws with its own generators seeded from (seed, prompt): the global RNG is
     not touched, and the model's train/eval mode is restored after.
     """
-    from ..generate import Sampling, generate
+    from ..model.generate import Sampling, generate
 
     ids = [[tokenizer.bos_token_id] + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     rows = generate(unwrap(model), ids, max_new_tokens, tokenizer.eos_token_id,
