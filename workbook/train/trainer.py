@@ -435,7 +435,12 @@ class _Run:
         from .batching import LengthGroupedSampler, sample_lengths
 
         if getattr(self, "_lengths", None) is None:
+            start = time.perf_counter()
+            if self.main_process:
+                print(f"按长度分组 (group_by_length)：先读一遍 {len(self.train_ds)} 条数据量长度…", flush=True)
             self._lengths = sample_lengths(self.train_ds, self.tokenizer.pad_token_id or 0)
+            if self.main_process:
+                print(f"长度读完，用了 {time.perf_counter() - start:.1f} 秒", flush=True)
         return LengthGroupedSampler(sampler, self._lengths, self.args.batch_size)
 
     def _plan(self) -> None:
