@@ -114,3 +114,12 @@ def test_greedy_batched_equals_unbatched_on_the_held_out_requests():
     diff = [i for i, (a, b) in enumerate(zip(batched, single)) if a != b]
     assert not diff, f"{len(diff)} of 120 answers differ, first: request {diff[0]}"
     assert sum(r[-1] == tok.eos_token_id for r in single) > 60  # most answers stop: eos is exercised
+
+
+def test_eval_flags_of_the_generator_are_checked(capsys):
+    from workbook.__main__ import main
+
+    weights = str(DATA / "base" / "full_sft_320.pth")
+    for flag in ("--threads", "--batch_size"):
+        assert main(["eval", weights, flag, "0", "--limit", "1"]) == 2
+        assert f"{flag} 0：至少 1" in capsys.readouterr().err

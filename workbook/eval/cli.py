@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise ValueError(f"--threads {args.threads}：至少 1")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size {args.batch_size}：至少 1")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit}：至少 1")
     if not Path(args.model).is_file():
