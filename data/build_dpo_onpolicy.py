@@ -91,14 +91,20 @@ def sample_answers(model, tokenizer, prompts: list[dict], k: int, temp: float, m
                    seed: int, batch_size: int = 16, device="cpu") -> list[list[dict]]:
     """k sampled answers per prompt: [[{"answer", "stopped", "new_tokens"}] * k] in prompt order.
 
-    The k copies of a prompt have one length, so they share batches (workbook.eval batches equal
-    lengths only); one generator seeded with `seed` draws every token: the same call gives the
-    same answers.
+    The k copies of a prompt are k rows of workbook.model.generate's batched decoding, each drawn by its
+    own generator seeded from (`seed`, row): the same call gives the same answers, whatever the
+    batch size.  Progress goes to stderr (batches done / total).
     """
     repeated = [p for p in prompts for _ in range(k)]
+    start = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rsampled {done}/{total} answers ({time.perf_counter() - start:.0f} s)",
+              end="" if done < total else "\n", file=sys.stderr, flush=True)
+
     with temperature(temp):
         flat = runner.generate_answers(model, tokenizer, repeated, device, max_new_tokens,
-                                       greedy=False, batch_size=batch_size, seed=seed)
+                                       greedy=False, batch_size=batch_size, seed=seed, progress=progress)
     return [flat[i * k:(i + 1) * k] for i in range(len(prompts))]
 
 

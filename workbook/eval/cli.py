@@ -26,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu 或 cuda:0 …")
     p.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
                    help=f"每个回答最多生成多少 token（默认 {DEFAULT_MAX_NEW_TOKENS}）")
-    p.add_argument("--batch_size", type=int, default=16, help="一批最多几条提示（同样长度的才放一批）")
+    p.add_argument("--batch_size", type=int, default=16, help="一批最多几条提示（左侧补齐 left padding，按长度相近分批）")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="CPU 上生成时用几个线程（默认 1：解码每步的矩阵很小，多线程在共享的机器上反而慢很多）")
     p.add_argument("--sample", action="store_true",
                    help="采样 (temperature 0.8, top-p 0.9, 固定种子) 而不是贪心解码 (greedy)")
     p.add_argument("--show", type=int, default=1, metavar="K", help="每个任务打印前 K 个回答（默认 1，0 = 不打印）")
@@ -41,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from .runner import evaluate, load_model, load_prompts, load_tokenizer, write_report
     from .table import format_table
 
+    if args.threads < 1:
+        raise ValueError(f"--threads {args.threads}：至少 1")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size {args.batch_size}：至少 1")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit}：至少 1")
     if not Path(args.model).is_file():
@@ -51,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         model, config_path = load_model(args.model, args.device, lora=args.lora)
         report = evaluate(model, tokenizer, prompts, args.device, max_new_tokens=args.max_new_tokens,
-                          greedy=not args.sample, batch_size=args.batch_size,
+                          greedy=not args.sample, batch_size=args.batch_size, num_threads=args.threads,
                           progress=_progress if sys.stderr.isatty() else None)
     except NotImplementedError as e:
         print(f"错误：模型还有没写完的部分：{e}。先通过 00–08 的检查，或者用参考实现 "

@@ -2,14 +2,11 @@
 
 Each prompt's messages are rendered with the tokenizer's own chat template plus the generation
 prompt ``<|im_start|>assistant\\n`` and continued greedily (deterministic) until ``<|im_end|>`` or
-``max_new_tokens``, by a short decoding loop over the model's KV cache (:func:`decode`; it
-needs only MiniMind's forward, not ``generate()``, and is about twice as fast here on CPU).
-Prompts run in batches of **equal token length**: no padding is ever
-needed, every prompt's tokens sit at the positions they have when it runs alone, and a row that
-has finished cannot influence the others — so a batched run gives the answers of a one-by-one
-run (the tests check it).  Left padding would save a few batches but is not exact here: the
-model has no position ids, so padding shifts RoPE positions and switches attention to its
-masked (slower, differently rounded) path.
+``max_new_tokens`` by :func:`workbook.model.generate.generate`: batched, left-padded, KV-cached
+decoding over MiniMind's forward (it needs only the forward, not ``generate()``).  A batched run
+gives the answers of a one-by-one run: the padding is masked, RoPE scores depend only on
+relative positions, and finished rows leave the batch (``tests/test_generate.py`` checks it
+token for token on the 120 held-out requests with the shipped model).
 """
 from __future__ import annotations
 
@@ -63,93 +60,35 @@ def load_prompts(path: str | Path = DEFAULT_PROMPTS, limit: int | None = None) -
     return records
 
 
-def _buckets(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped by equal length, at most batch_size each, in (length, index) order."""
-    by_len: dict[int, list[int]] = {}
-    for i, n in enumerate(lengths):
-        by_len.setdefault(n, []).append(i)
-    return [idx[k:k + batch_size] for n in sorted(by_len) for idx in [by_len[n]]
-            for k in range(0, len(idx), batch_size)]
-
-
-def decode(model, x, max_new_tokens: int, eos_id: int, greedy: bool = True,
-           generator=None) -> list[list[int]]:
-    """The new tokens of each row of `x` (batch, seq), up to and including its first eos.
-
-    One forward over the prompts, then one token per step through the KV cache
-    (``past_key_values``, ``use_cache=True``, ``logits_to_keep=1``), until every row has written
-    eos or max_new_tokens are reached.  greedy: argmax; otherwise temperature + top-p sampling
-    (SAMPLING) drawn from `generator`.
-    """
-    import torch
-
-    past, inp = None, x
-    finished = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    steps = []
-    for _ in range(max_new_tokens):
-        out = model(input_ids=inp, past_key_values=past, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1, :].float()  # (batch, vocab)
-        nxt = logits.argmax(-1) if greedy else _sample(logits, generator)
-        nxt = torch.where(finished, torch.full_like(nxt, eos_id), nxt)  # a finished row stays finished
-        steps.append(nxt)
-        finished |= nxt == eos_id
-        if bool(finished.all()):
-            break
-        past, inp = out.past_key_values, nxt[:, None]
-    rows = torch.stack(steps, dim=1).tolist()
-    return [row[:row.index(eos_id) + 1] if eos_id in row else row for row in rows]
-
-
-def _sample(logits, generator):
-    """Temperature, then top-p (nucleus): keep the most likely tokens up to SAMPLING["top_p"]."""
-    import torch
-
-    probs = torch.softmax(logits / SAMPLING["temperature"], dim=-1)
-    sorted_p, order = probs.sort(dim=-1, descending=True)
-    drop = sorted_p.cumsum(-1) - sorted_p > SAMPLING["top_p"]  # mass before this token is enough
-    sorted_p = sorted_p.masked_fill(drop, 0.0)
-    pick = torch.multinomial(sorted_p, 1, generator=generator)  # (batch, 1), renormalised inside
-    return order.gather(-1, pick).squeeze(-1)
-
-
 def generate_answers(model, tokenizer, prompts: list[dict], device="cpu",
                      max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, greedy: bool = True,
-                     batch_size: int = 16, seed: int = 0, progress=None) -> list[dict]:
+                     batch_size: int = 16, seed: int = 0, progress=None,
+                     num_threads: int | None = 1) -> list[dict]:
     """[{"answer": str, "stopped": bool, "new_tokens": int}] for each prompt, in order.
 
     stopped: the model wrote ``<|im_end|>`` (eos) within max_new_tokens; the answer is the text
-    before it, special tokens removed.  Sampling (greedy=False) draws from a generator seeded
-    with `seed`; the global RNG is not touched.
+    before it, special tokens removed.  Sampling (greedy=False, SAMPLING's temperature and top-p)
+    draws with one generator per prompt seeded from (`seed`, prompt index): the answers do not
+    depend on batch_size, and the global RNG is not touched.
     """
-    import torch
-
+    from workbook.model.generate import Sampling, generate
     from workbook.train.checkpoint import unwrap
 
     eos = tokenizer.eos_token_id
     texts = [tokenizer.apply_chat_template(p["messages"], tokenize=False, add_generation_prompt=True)
              for p in prompts]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    out: list[dict | None] = [None] * len(prompts)
-    net = unwrap(model)
-    was_training = net.training
-    net.eval()
-    generator = None if greedy else torch.Generator(device=device).manual_seed(seed)
-    done = 0
-    try:
-        with torch.no_grad():
-            for batch in _buckets([len(x) for x in ids], batch_size):
-                x = torch.tensor([ids[i] for i in batch], dtype=torch.long, device=device)
-                for row, i in zip(decode(net, x, max_new_tokens, eos, greedy, generator), batch):
-                    stopped = bool(row) and row[-1] == eos
-                    out[i] = {"answer": tokenizer.decode(row[:-1] if stopped else row,
-                                                         skip_special_tokens=True),
-                              "stopped": stopped, "new_tokens": len(row)}
-                done += len(batch)
-                if progress is not None:
-                    progress(done, len(prompts))
-    finally:
-        net.train(was_training)
-    return out  # type: ignore[return-value]
+    sampling = Sampling() if greedy else Sampling(temperature=SAMPLING["temperature"],
+                                                  top_p=SAMPLING["top_p"], seed=seed)
+    rows = generate(unwrap(model), ids, max_new_tokens, eos, pad_token_id=tokenizer.pad_token_id or 0,
+                    sampling=sampling, batch_size=batch_size, device=device, progress=progress,
+                    num_threads=num_threads)
+    out = []
+    for row in rows:
+        stopped = bool(row) and row[-1] == eos
+        out.append({"answer": tokenizer.decode(row[:-1] if stopped else row, skip_special_tokens=True),
+                    "stopped": stopped, "new_tokens": len(row)})
+    return out
 
 
 def rates(graded: list[dict]) -> dict:
@@ -168,7 +107,7 @@ def rates(graded: list[dict]) -> dict:
 
 def evaluate(model, tokenizer, prompts: list[dict], device="cpu",
              max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, greedy: bool = True,
-             batch_size: int = 16, progress=None) -> dict:
+             batch_size: int = 16, progress=None, num_threads: int | None = 1) -> dict:
     """Answer and grade every prompt; returns the report.
 
     Args:
@@ -176,13 +115,14 @@ def evaluate(model, tokenizer, prompts: list[dict], device="cpu",
         tokenizer: the shipped tokenizer (``AutoTokenizer.from_pretrained("data/tokenizer")``).
         prompts: records of ``sft_eval_prompts.jsonl`` (:func:`load_prompts`).
         greedy: True (default) = argmax decoding, the same answers on every run.
+        num_threads: torch threads while generating on CPU (workbook.model.generate: 1 is fastest).
     Returns: ``{"settings": {...}, "tasks": {task: {"n", "pass", "form", "title", "correct",
         "stopped"}}, "overall": {...}, "answers": [{"id", "task", "request", "answer", "stopped",
         "new_tokens", "scores"}]}`` — rates in [0, 1], None where a task is not graded on a metric.
     """
     start = time.perf_counter()
     answers = generate_answers(model, tokenizer, prompts, device, max_new_tokens, greedy,
-                               batch_size, progress=progress)
+                               batch_size, progress=progress, num_threads=num_threads)
     rows, graded = [], []
     for p, a in zip(prompts, answers):
         scores = grade_answer(p["task"], p, a["answer"], a["stopped"])
@@ -258,5 +198,5 @@ def write_report(report: dict, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["evaluate", "evaluate_weights", "generate_answers", "decode", "load_prompts", "load_model",
+__all__ = ["evaluate", "evaluate_weights", "generate_answers", "load_prompts", "load_model",
            "load_tokenizer", "rates", "write_report", "DEFAULT_PROMPTS", "DEFAULT_MAX_NEW_TOKENS"]

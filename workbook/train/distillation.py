@@ -136,6 +136,7 @@ TASK = Task.of_module(
     run_name="MiniMind-Full-Dist",
     defaults=dict(save_weight="full_dist", from_weight="full_sft", wandb_project="MiniMind-Full-Dist",
                   epochs=6, batch_size=32, learning_rate=5e-6, accumulation_steps=1, max_seq_len=340,
+                  trim_padding=1,
                   data_path=str(DEFAULT_DATA), val_path=str(DEFAULT_VAL)),
 )
 

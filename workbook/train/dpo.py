@@ -25,12 +25,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import trainer
+from .batching import TrimPadding
 from .chat import sample_answers
 from .paired import Paired, PairedOutput, save_trained_weights
 from .trainer import IN_REPO, ROOT, ConfigError, Task
 
 DEFAULT_DATA = ROOT / "data" / "dpo_train.jsonl.gz" if IN_REPO else ""
 DEFAULT_VAL = ROOT / "data" / "dpo_val.jsonl.gz" if IN_REPO else ""
+PAD_ID = 0  # the tokenizer's pad (<|endoftext|>) that DPODataset pads with; see batching.TrimPadding
 REQUESTS = ["写一首五言绝句，题目是《山中秋夜》。", "以《浣溪沙》为词牌写一首词。",
             "写一首七言律诗，题目是《登楼》。", "接着这一句往下写：孤舟泊远浦，"]
 
@@ -138,7 +140,9 @@ def evaluate_pairs(objective: DPOObjective, dataset: Dataset, device, batch_size
     objective.model.eval()
     n = total_loss = correct = 0
     sums = {"chosen": 0.0, "rejected": 0.0}
-    for k, (x, y) in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
+    # batches cut to their longest pair: the log-probs of the real tokens do not change
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=TrimPadding(PAD_ID))
+    for k, (x, y) in enumerate(loader):
         if limit is not None and n >= limit:
             break
         policy, ref, mask, _ = objective.log_probs(x.to(device), y.to(device))
@@ -185,7 +189,8 @@ TASK = Task.of_module(
     run_name="MiniMind-DPO",
     defaults=dict(save_weight="dpo", from_weight="full_sft", wandb_project="MiniMind-DPO",
                   epochs=1, batch_size=4, learning_rate=4e-8, accumulation_steps=1, max_seq_len=1024,
-                  save_interval=100, data_path=str(DEFAULT_DATA), val_path=str(DEFAULT_VAL)),
+                  save_interval=100, trim_padding=1,
+                  data_path=str(DEFAULT_DATA), val_path=str(DEFAULT_VAL)),
 )
 
 run, main = trainer.entry_points(TASK)

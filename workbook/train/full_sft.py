@@ -39,6 +39,7 @@ TASK = Task.of_module(
     run_name="MiniMind-Full-SFT",
     defaults=dict(save_weight="full_sft", from_weight="pretrain", wandb_project="MiniMind-Full-SFT",
                   epochs=2, batch_size=16, learning_rate=1e-6, accumulation_steps=1, max_seq_len=340,
+                  trim_padding=1,
                   data_path=str(DEFAULT_DATA), val_path=str(DEFAULT_VAL)),
 )
 

@@ -74,6 +74,7 @@ TASK = Task.of_module(
     run_name="MiniMind-LoRA",
     defaults=dict(save_weight="lora", from_weight="full_sft", wandb_project="MiniMind-LoRA",
                   epochs=50, batch_size=32, learning_rate=1e-4, accumulation_steps=1, max_seq_len=340,
+                  trim_padding=1,
                   data_path=str(DEFAULT_DATA), val_path=str(DEFAULT_VAL)),
 )
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import re
 import sys
 
-import torch
-
 from .checkpoint import unwrap, write_config  # noqa: F401  (write_config: used by callers)
 from .trainer import IN_REPO, ROOT, ConfigError, Task  # noqa: F401
 from . import trainer
@@ -61,21 +59,18 @@ def regular_line_share(poems: list[str]) -> float:
 
 
 def generate_samples(model, tokenizer, prompts, device, max_new_tokens: int = 64, seed: int = 0):
-    """Continue each prompt (sampling, temperature 0.8, top-p 0.9); the RNG is restored after."""
-    model.eval()
-    out = []
-    g_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    for prompt in prompts:
-        ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        x = torch.tensor([ids], device=device)
-        y = unwrap(model).generate(x, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.8,
-                                   top_p=0.9, eos_token_id=tokenizer.eos_token_id,
-                                   pad_token_id=tokenizer.pad_token_id)
-        out.append(tokenizer.decode(y[0, 1:].tolist(), skip_special_tokens=True))
-    torch.random.set_rng_state(g_state)
-    model.train()
-    return out
+    """Continue each prompt (sampling, temperature 0.8, top-p 0.9), all in one batched call.
+
+    workbook.model.generate draws with its own generators seeded from (seed, prompt): the global RNG is
+    not touched, and the model's train/eval mode is restored after.
+    """
+    from ..model.generate import Sampling, generate
+
+    ids = [[tokenizer.bos_token_id] + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    rows = generate(unwrap(model), ids, max_new_tokens, tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id or 0, device=device,
+                    sampling=Sampling(temperature=0.8, top_p=0.9, seed=seed))
+    return [tokenizer.decode(x[1:] + row, skip_special_tokens=True) for x, row in zip(ids, rows)]
 
 
 def sample(model, tokenizer, device, n: int) -> dict:

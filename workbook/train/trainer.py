@@ -144,6 +144,11 @@ def build_parser(task: Task) -> argparse.ArgumentParser:
     a("--moe_dense", type=int, default=0, choices=[0, 1], help="MoE 不按 token 分组：无同步、可整体编译")
     a("--flash_attn", type=int, default=1, choices=[0, 1], help="注意力用 F.scaled_dot_product_attention")
     a("--pin_memory", type=int, default=1, choices=[0, 1], help="GPU 上用锁页内存 + non_blocking 拷贝")
+    # no compute on padding (workbook/train/batching.py); the post-training trainers default to 1
+    a("--trim_padding", type=int, default=0, choices=[0, 1],
+      help="1 = 每个 batch 只补齐到最长的那一条 (trim padding)，不在补齐的位置上计算；loss 不变")
+    a("--group_by_length", type=int, default=0, choices=[0, 1],
+      help="1 = 按长度分组 (length-grouped)：打乱后每 batch_size×50 条按长度排序；0 = MiniMind 的顺序")
     a("--samples", type=int, default=3, help="训练结束后生成几个样例")
     a("--no_progress", action="store_true", help="不显示进度条")
     if task.extra_arguments is not None:
@@ -417,6 +422,27 @@ class _Run:
         s.set_epoch(epoch)
         return s
 
+    def _collate(self):
+        """--trim_padding 1: cut each batch to its longest row (batching.TrimPadding)."""
+        from .batching import TrimPadding
+
+        return TrimPadding(self.tokenizer.pad_token_id or 0) if self.args.trim_padding else None
+
+    def _grouped(self, sampler: Sampler) -> Sampler:
+        """--group_by_length 1: sort by length within windows of the sampler's order."""
+        if not self.args.group_by_length:
+            return sampler
+        from .batching import LengthGroupedSampler, sample_lengths
+
+        if getattr(self, "_lengths", None) is None:
+            start = time.perf_counter()
+            if self.main_process:
+                print(f"按长度分组 (group_by_length)：先读一遍 {len(self.train_ds)} 条数据量长度…", flush=True)
+            self._lengths = sample_lengths(self.train_ds, self.tokenizer.pad_token_id or 0)
+            if self.main_process:
+                print(f"长度读完，用了 {time.perf_counter() - start:.1f} 秒", flush=True)
+        return LengthGroupedSampler(sampler, self._lengths, self.args.batch_size)
+
     def _plan(self) -> None:
         args = self.args
         # A compiled model recompiles (and re-records CUDA graphs) for a smaller last batch: drop it.
@@ -464,9 +490,9 @@ class _Run:
         for epoch in range(self.start_epoch, args.epochs):
             self.epoch = epoch
             skip = self.start_step if epoch == self.start_epoch else 0
-            sampler = SkipSampler(self._sampler_for(epoch), skip * args.batch_size)
+            sampler = SkipSampler(self._grouped(self._sampler_for(epoch)), skip * args.batch_size)
             loader = DataLoader(self.train_ds, batch_size=args.batch_size, sampler=sampler,
-                                num_workers=args.num_workers,
+                                collate_fn=self._collate(), num_workers=args.num_workers,
                                 pin_memory=bool(args.pin_memory) and self.device.type == "cuda",
                                 drop_last=self.drop_last)
             last = self.loop.train_epoch(epoch, loader, self.iters, self.model, self.optimizer, self.scaler,
