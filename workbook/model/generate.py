@@ -209,4 +209,23 @@ def generate(model: torch.nn.Module, prompts: Sequence[Sequence[int]], max_new_t
     return out
 
 
-__all__ = ["Sampling", "GREEDY", "generate", "decode_batch", "next_tokens", "left_pad", "row_generator"]
+@torch.no_grad()
+def stream(model: torch.nn.Module, prompt: Sequence[int], max_new_tokens: int, eos_token_id: int,
+           sampling: Sampling = GREEDY, device: torch.device | str = "cpu"):
+    """Yield the new tokens of one prompt one at a time, as they are chosen (a chat shows them at
+    once); stops after eos or `max_new_tokens`.  The same tokens as ``generate([prompt], …)``:
+    the prompt's generator is ``row_generator(sampling.seed, 0)``.  `model` must be in eval mode."""
+    if not prompt:
+        raise ValueError("the prompt needs at least one token")
+    gens = None if sampling.greedy else [row_generator(sampling.seed, 0, device)]
+    past, inp = None, torch.tensor([list(prompt)], device=device)
+    for _ in range(max_new_tokens):
+        res = model(input_ids=inp, past_key_values=past, use_cache=True, logits_to_keep=1)
+        token = int(next_tokens(res.logits[:, -1, :].float(), sampling, gens)[0])
+        yield token
+        if token == eos_token_id:
+            return
+        past, inp = res.past_key_values, torch.tensor([[token]], device=device)
+
+
+__all__ = ["Sampling", "GREEDY", "generate", "stream", "decode_batch", "next_tokens", "left_pad", "row_generator"]
