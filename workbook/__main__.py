@@ -1,5 +1,5 @@
 """Learner CLI: ``python -m workbook progress | check ID | hint ID [--level N] | reset | grade | export |
-export-hf | eval | chat | release``.  One small function per command; ``main`` only parses and dispatches."""
+export-hf | eval | chat | serve | release``.  One small function per command; ``main`` only parses and dispatches."""
 from __future__ import annotations
 
 import argparse
@@ -85,8 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                            "PeftModel.from_pretrained(基座, OUT/adapter)；r = lora_alpha = 秩")
     from .eval import cli as eval_cli
     eval_cli.add_arguments(sub.add_parser("eval", help=eval_cli.HELP))
-    from . import chat
+    from . import chat, serve
     chat.add_arguments(sub.add_parser("chat", help=chat.HELP))
+    serve.add_arguments(sub.add_parser("serve", help=serve.HELP))
     return parser
 
 
@@ -225,6 +226,11 @@ def cmd_chat(args) -> int:
     return run(args)
 
 
+def cmd_serve(args) -> int:
+    from .serve import run
+    return run(args)
+
+
 def cmd_hint(args) -> int:
     from .hints import show
     print(show(args.stage, args.level))
@@ -233,7 +239,8 @@ def cmd_hint(args) -> int:
 
 COMMANDS = {"grade": cmd_grade, "release": cmd_release,
             "progress": cmd_progress, "check": cmd_check, "export": cmd_export, "export-hf": cmd_export_hf,
-            "reset": cmd_reset, "eval": cmd_eval, "hint": cmd_hint, "chat": cmd_chat}
+            "reset": cmd_reset, "eval": cmd_eval, "hint": cmd_hint, "chat": cmd_chat,
+            "serve": cmd_serve}
 
 
 def _use_reference(path: str | None) -> int | None:
