@@ -96,3 +96,36 @@ def test_two_concurrent_requests_are_both_answered_uncorrupted(server):
     with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(lambda q: _ask(server, q)[0], REQUESTS))
     assert together == alone
+
+
+def _chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium (Debian's chromium package; .ci/run installs it)")
+def test_the_web_page_streams_an_answer_in_a_real_browser(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expected, _ = _ask(server, REQUESTS[0])
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 600})
+            page.goto(server.removesuffix("/v1") + "/", timeout=120_000)
+            page.wait_for_function("document.getElementById('model').textContent === 'minimind'", timeout=120_000)
+            page.fill("#input", REQUESTS[0])
+            page.keyboard.press("Enter")
+            page.wait_for_selector(".assistant[data-done='1']", timeout=300_000)
+            answer = page.locator(".assistant").inner_text()
+            chunks = int(page.locator(".assistant").get_attribute("data-chunks"))
+            assert page.locator(".user").inner_text() == REQUESTS[0]
+            assert answer == expected and chunks > 5  # it arrived piece by piece
+            page.screenshot(path=str(tmp_path / "web_chat.png"))
+        finally:
+            browser.close()
+    shot = os.environ.get("WORKBOOK_WEB_SCREENSHOT")  # maintainers: where to keep the README's picture
+    if shot:
+        import shutil
+
+        shutil.copyfile(tmp_path / "web_chat.png", shot)

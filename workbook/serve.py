@@ -3,6 +3,7 @@
 What MiniMind's ``scripts/serve_openai_api.py`` does, on FastAPI + uvicorn + sse-starlette:
 
 - ``GET /v1/models`` — the one model served;
+- ``GET /`` — a chat page for the browser (``workbook/web_chat.html``), streaming over the same API;
 - ``POST /v1/chat/completions`` — ``messages`` rendered with the training ChatML template (no
   default system line), answered greedily (``temperature`` 0) or sampled (``temperature``,
   ``top_p``, ``seed``), at most ``max_tokens``; with ``"stream": true`` the answer arrives as
@@ -47,7 +48,7 @@ def make_app(model, tokenizer, name: str = "minimind", default_max_tokens: int =
     from typing import Literal
 
     from fastapi import FastAPI, HTTPException
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
     from pydantic import BaseModel, Field
     from sse_starlette.sse import EventSourceResponse
     from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -76,6 +77,12 @@ def make_app(model, tokenizer, name: str = "minimind", default_max_tokens: int =
     async def _error(request, exc: HTTPException):  # OpenAI's error shape
         return JSONResponse(status_code=exc.status_code,
                             content={"error": {"message": exc.detail, "type": "invalid_request_error"}})
+
+    page = (Path(__file__).with_name("web_chat.html")).read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    def web_chat():  # a chat page in the browser, on the same API
+        return page
 
     @app.get("/v1/models")
     def models():
@@ -180,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     model.eval()
     app = make_app(model, tokenizer, args.name, args.max_tokens, args.device)
-    print(f"在 http://{args.host}:{args.port}/v1 提供 {args.name}（{Path(args.model).name}），Ctrl-C 停止。", flush=True)
+    print(f"在 http://{args.host}:{args.port}/v1 提供 {args.name}（{Path(args.model).name}）；"
+          f"浏览器打开 http://{args.host}:{args.port}/ 聊天。Ctrl-C 停止。", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
