@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # writes it.  Two set-ups months apart install the same versions.
 LOCK   := constraints.txt
 
-.PHONY: setup lab test test-fast clean showcase lock base-model sft-demo lora-demo dpo-demo distill-demo
+.PHONY: setup lab test test-fast clean showcase lock base-model sft-demo lora-demo dpo-demo distill-demo funnel clean-bench
 
 setup: $(STAMP)
 
@@ -137,3 +137,16 @@ dpo-demo: setup
 # CE alone against the shipped SFT model as teacher at T = 1 and 2 (α 0.5), same steps and seed.
 distill-demo: setup
 	WORKBOOK_IMPL=solutions $(PY) bench/distill_compare.py --report data/base/distill_compare.json $(DISTILL_ARGS)
+
+# Stage 18's measured funnel (reference code, ~1 minute of CPU): the raw poems (data/poetry_raw.jsonl.xz)
+# through normalisation, the drop rules, exact and MinHash/LSH near-duplicate removal and
+# decontamination, with examples of each step, plus the shipped split's validation leak (validation
+# poems with a near-duplicate in training).  Writes data/clean_funnel.json (notebook 18 and
+# data/README.md show it).  Add FUNNEL_ARGS="--out-dir out/clean" to keep the clean corpus.
+funnel: setup
+	WORKBOOK_IMPL=solutions $(PY) -m workbook.data.funnel --leak --json data/clean_funnel.json $(FUNNEL_ARGS)
+
+# Times the whole cleaning + dedup of the raw corpus, and the near-duplicate step against datasketch
+# on the same shingle sets (equal signatures and candidate pairs, or exit 1).
+clean-bench: setup
+	WORKBOOK_IMPL=solutions $(PY) bench/clean_bench.py --json bench/results/clean_bench.json

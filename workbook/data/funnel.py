@@ -8,6 +8,8 @@ Provided code: it only strings together the learner's functions of ``workbook/da
 
     python -m workbook.data.funnel                       # the funnel of data/poetry_raw.jsonl.xz
     python -m workbook.data.funnel --json out/funnel.json --out-dir out/clean
+    python -m workbook.data.funnel --leak      # also: validation poems of the SHIPPED split with a
+                                               # near-duplicate in its training split
 
 Bad input (a missing file, a line that is not a JSON object) ends with one line
 ``错误：FILE:LINE: …`` and exit status 2.
@@ -35,8 +37,9 @@ EVAL_PROMPTS = ROOT / "data" / "sft_eval_prompts.jsonl"
 VAL_MODULUS = 50  # 1 record in 50 to validation, by a hash of its text (as data/build_corpus.py)
 
 # The near-duplicate settings: character 3-grams, 128 permutations in 32 bands of 4 rows (a pair
-# of Jaccard 0.5 becomes a candidate with probability 1 − (1 − 0.5⁴)³² = 0.9987), and a true
-# near-duplicate from Jaccard 0.5 on.  Decontamination: any shared run of 10 Han characters.
+# of Jaccard s becomes a candidate with probability 1 − (1 − s⁴)³²: 0.87 at s = 0.5, 0.988 at 0.6,
+# 0.9998 at 0.7, 0.05 at 0.2), and a true near-duplicate from Jaccard 0.5 on.
+# Decontamination: any shared run of 10 Han characters.
 K, NUM_PERM, BANDS, ROWS, THRESHOLD, SEED = 3, 128, 32, 4, 0.5, 1
 NGRAM = 10
 
@@ -244,6 +247,26 @@ def straddling(train_texts: list[str], val_texts: list[str]) -> list[tuple[int, 
     return sorted((v, t, s) for v, (t, s) in best.items())
 
 
+def _read_texts(path: Path) -> list[str]:
+    import gzip
+
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f if line.strip()]
+
+
+def shipped_leak(examples: int = 5) -> dict:
+    """How many validation poems of the shipped corpus have a near-duplicate in its training split."""
+    train = _read_texts(ROOT / "data" / "pretrain_poetry_train.jsonl.gz")
+    val = _read_texts(ROOT / "data" / "pretrain_poetry_val.jsonl.gz")
+    hits = straddling(train, val)
+    same = sum(clean.dedup_key(val[v].split("\n", 1)[-1]) == clean.dedup_key(train[t].split("\n", 1)[-1])
+               for v, t, _ in hits)
+    return {"val": len(val), "val_with_near_duplicate_in_train": len(hits), "share": len(hits) / len(val),
+            "identical_body": same,
+            "examples": [{"val": val[v].replace("\n", "｜")[:48], "train": train[t].replace("\n", "｜")[:48],
+                          "jaccard": round(s, 3)} for v, t, s in hits[:examples]]}
+
+
 def _write(records: list[Record], path: Path) -> None:
     import gzip
     import io
@@ -261,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", type=Path, default=EVAL_PROMPTS, help="the grader's prompts")
     ap.add_argument("--json", type=Path, help="write counts, examples and timings here")
     ap.add_argument("--out-dir", type=Path, help="write clean_train.jsonl.gz and clean_val.jsonl.gz here")
+    ap.add_argument("--leak", action="store_true", help="also count the shipped validation poems that have a "
+                    "near-duplicate in the shipped training split (data/pretrain_poetry_*.jsonl.gz)")
     args = ap.parse_args(argv)
     try:
         raw = read_raw(args.raw)
@@ -270,12 +295,20 @@ def main(argv: list[str] | None = None) -> int:
     except FunnelError as e:
         print(f"错误：{e}", file=sys.stderr)
         return 2
+    report = fn.to_dict()
+    if args.leak:
+        report["leak"] = shipped_leak()
     for step, n in fn.counts.items():
         print(f"{step:68s} {n:>8,d}")
+    if args.leak:
+        leak = report["leak"]
+        print(f"shipped split: {leak['val_with_near_duplicate_in_train']:,d} of {leak['val']:,d} validation poems "
+              f"({leak['share']:.1%}) have a near-duplicate (Jaccard >= {THRESHOLD}) in the training split; "
+              f"{leak['identical_body']:,d} of them the same characters")
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in fn.seconds.items()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(fn.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     if args.out_dir:
         _write(fn.train, args.out_dir / "clean_train.jsonl.gz")
         _write(fn.val, args.out_dir / "clean_val.jsonl.gz")
