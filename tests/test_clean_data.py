@@ -123,3 +123,29 @@ def test_funnel_cli_reports_bad_input_in_one_line(tmp_path):
     bad.write_text('{"source": "tang"}\nnot json\n', encoding="utf-8")
     out = run_py(["-m", "workbook.data.funnel", "--raw", str(bad)], mode="solutions")
     assert out.returncode == 2 and f"{bad}:2:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_build_raw_copies_the_package_records_unchanged(tmp_path):
+    pkg = tmp_path / "package"
+    (pkg / "dist" / "quantangshi" / "error").mkdir(parents=True)
+    (pkg / "dist" / "songci").mkdir(parents=True)
+    tang = [{"id": "x", "title": "靜夜思", "author": "李白", "paragraphs": ["床前明月光，疑是地上霜（一作「雪」）。"]},
+            {"id": "y", "title": "", "author": "無名", "paragraphs": ["□□□"]}]
+    (pkg / "dist" / "quantangshi" / "poet.tang.1000.json").write_text(json.dumps(tang[1:], ensure_ascii=False), "utf-8")
+    (pkg / "dist" / "quantangshi" / "poet.tang.0.json").write_text(json.dumps(tang[:1], ensure_ascii=False), "utf-8")
+    (pkg / "dist" / "quantangshi" / "error" / "poet.tang.0.json").write_text("[]", "utf-8")  # not a source
+    ci = [{"rhythmic": "浣溪沙", "author": "晏殊", "paragraphs": ["一曲新词酒一杯。"], "prologue": "序"}]
+    (pkg / "dist" / "songci" / "ci.song.0.json").write_text(json.dumps(ci, ensure_ascii=False), "utf-8")
+    out = tmp_path / "raw.jsonl.xz"
+    res = run_py(["data/build_raw.py", "--npm-dir", str(pkg), "--out", str(out)])
+    assert res.returncode == 0, res.stderr
+    with lzma.open(out, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    assert rows == [  # numeric file order, the ci's tune as its title, nothing cleaned
+        {"source": "tang", "title": "靜夜思", "author": "李白", "paragraphs": ["床前明月光，疑是地上霜（一作「雪」）。"]},
+        {"source": "tang", "title": "", "author": "無名", "paragraphs": ["□□□"]},
+        {"source": "songci", "title": "浣溪沙", "author": "晏殊", "paragraphs": ["一曲新词酒一杯。"]},
+    ]
+    first = out.read_bytes()
+    assert run_py(["data/build_raw.py", "--npm-dir", str(pkg), "--out", str(out)]).returncode == 0
+    assert out.read_bytes() == first  # byte-identical rebuilds
