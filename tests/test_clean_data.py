@@ -123,6 +123,10 @@ def test_funnel_cli_reports_bad_input_in_one_line(tmp_path):
     bad.write_text('{"source": "tang"}\nnot json\n', encoding="utf-8")
     out = run_py(["-m", "workbook.data.funnel", "--raw", str(bad)], mode="solutions")
     assert out.returncode == 2 and f"{bad}:2:" in out.stderr and "Traceback" not in out.stderr
+    bad_eval = tmp_path / "eval.jsonl"
+    bad_eval.write_text('{"messages": [{"role": "user", "content": "x"}]}\n{"messages": 3}\n', encoding="utf-8")
+    out = run_py(["-m", "workbook.data.funnel", "--eval", str(bad_eval)], mode="solutions")
+    assert out.returncode == 2 and f"{bad_eval}:2:" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_build_raw_copies_the_package_records_unchanged(tmp_path):

@@ -101,12 +101,22 @@ def read_raw(path: Path = RAW) -> list[dict]:
 def read_eval_texts(path: Path = EVAL_PROMPTS) -> list[str]:
     """Everything the grader shows or expects: each prompt's messages and its reference answer."""
     texts = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rec = json.loads(line)
-                texts += [m.get("content", "") for m in rec.get("messages", [])]
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise FunnelError(f"{path}:{lineno}: 不是 JSON ({e.msg})") from None
+                messages = rec.get("messages") if isinstance(rec, dict) else None
+                if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+                    raise FunnelError(f"{path}:{lineno}: 要有 \"messages\"：一个由 {{\"role\", \"content\"}} 组成的列表")
+                texts += [str(m.get("content", "")) for m in messages]
                 texts.append(str(rec.get("reference") or ""))
+    except (OSError, UnicodeDecodeError) as e:
+        raise FunnelError(f"{path}: 读不了这个文件：{type(e).__name__}: {e}") from None
     return texts
 
 
@@ -288,10 +298,11 @@ def main(argv: list[str] | None = None) -> int:
                     "near-duplicate in the shipped training split (data/pretrain_poetry_*.jsonl.gz)")
     args = ap.parse_args(argv)
     try:
-        raw = read_raw(args.raw)
         if not args.eval.is_file():
             raise FunnelError(f"{args.eval}: 文件不存在 (file not found)")
-        fn = run(raw, read_eval_texts(args.eval))
+        eval_texts = read_eval_texts(args.eval)
+        raw = read_raw(args.raw)
+        fn = run(raw, eval_texts)
     except FunnelError as e:
         print(f"错误：{e}", file=sys.stderr)
         return 2
