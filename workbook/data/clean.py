@@ -184,7 +184,8 @@ def make_permutations(num_perm: int = 128, seed: int = 1) -> np.ndarray:
 
 def minhash_signature(shingle_set: set[str], permutations: np.ndarray) -> np.ndarray:
     """The MinHash signature of a set of shingles: (num_perm,) uint32, equal to datasketch's
-    ``MinHash(num_perm, seed, permutations=...)`` updated with every ``s.encode("utf-8")``.
+    ``MinHash(num_perm, seed)`` (its permutations are make_permutations(num_perm, seed)) updated
+    with every ``s.encode("utf-8")``.
 
     Each shingle s is hashed h(s) = fmix32(first 4 bytes of SHA-1(UTF-8 of s), little-endian);
     permutation j maps it to a_j·h + b_j mod 2^32; the signature keeps the minimum per j:
