@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # writes it.  Two set-ups months apart install the same versions.
 LOCK   := constraints.txt
 
-.PHONY: setup lab test test-fast clean showcase lock base-model sft-demo lora-demo dpo-demo distill-demo
+.PHONY: setup lab test test-fast clean showcase lock base-model sft-demo lora-demo dpo-demo distill-demo funnel clean-bench clean-leak clean-compare
 
 setup: $(STAMP)
 
@@ -137,3 +137,29 @@ dpo-demo: setup
 # CE alone against the shipped SFT model as teacher at T = 1 and 2 (α 0.5), same steps and seed.
 distill-demo: setup
 	WORKBOOK_IMPL=solutions $(PY) bench/distill_compare.py --report data/base/distill_compare.json $(DISTILL_ARGS)
+
+# Stage 18's measured funnel (reference code, ~1 minute of CPU): the raw poems (data/poetry_raw.jsonl.xz)
+# through normalisation, the drop rules, exact and MinHash/LSH near-duplicate removal and
+# decontamination, with examples of each step, plus the shipped split's validation leak (validation
+# poems with a near-duplicate in training).  Writes data/clean_funnel.json (notebook 18 and
+# data/README.md show it).  Add FUNNEL_ARGS="--out-dir out/clean" to keep the clean corpus.
+funnel: setup
+	WORKBOOK_IMPL=solutions $(PY) -m workbook.data.funnel --leak --json data/clean_funnel.json $(FUNNEL_ARGS)
+
+# Times the whole cleaning + dedup of the raw corpus, and the near-duplicate step against datasketch
+# on the same shingle sets (equal signatures and candidate pairs, or exit 1).
+clean-bench: setup
+	WORKBOOK_IMPL=solutions $(PY) bench/clean_bench.py --json bench/results/clean_bench.json
+
+# The validation leak of the shipped split, measured on the shipped base model (no training): its loss
+# on all 1,447 validation poems vs on the 109 with a near-duplicate in training vs on the rest
+# (a split where near-duplicates cannot straddle).  ~2 minutes of CPU; writes data/clean_leak.json.
+clean-leak: setup
+	WORKBOOK_IMPL=solutions $(PY) bench/clean_leak.py --json data/clean_leak.json
+
+# What cleaning does to a model (stage 18): the same 1.6M-parameter MiniMind, seed and token budget
+# (200 steps x 32 x 128 tokens, fp32) pretrained on the raw poems (only normalised) and on the
+# funnel's clean training side; loss on the clean held-out poems, regular lines, editorial marks and
+# verbatim training lines in 20 samples.  ~15 minutes on a busy 2-core CPU; writes data/clean_compare.json.
+clean-compare: setup
+	WORKBOOK_IMPL=solutions $(PY) bench/clean_compare.py --steps 200 --report data/clean_compare.json

@@ -16,7 +16,7 @@ class Stage:
     modules: tuple[str, ...] = ()  # exercise modules, dotted, relative to the `workbook` package
     requires: tuple[str, ...] = ()  # stage ids whose checks must pass first
     goal: str = ""  # what the learner writes, one line (Chinese)
-    part: int = 1  # 1: build and pretrain MiniMind (00-13); 2: post-training, MiniMind's other trainers
+    part: int = 1  # 1: build and pretrain MiniMind (00-13); 2: post-training, MiniMind's other trainers; 3: data
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -68,11 +68,14 @@ STAGES: tuple[Stage, ...] = (
           "写 DPODataset、逐 token 对数概率和 dpo_loss：让模型更偏好守格式的回答", part=2),
     Stage("17", "distillation", "知识蒸馏 (knowledge distillation)", ("train.distill_loss",), ("14",),
           "写蒸馏损失 distillation_loss 和它与交叉熵的混合：小学生模型向大老师模型学", part=2),
+    Stage("18", "clean_dedup", "清洗与去重 (cleaning & dedup)", ("data.clean",), (),
+          "写规范化、过滤规则（返回丢弃原因）、精确去重、MinHash + LSH 近似去重和去污染", part=3),
 )
 
 BY_ID: dict[str, Stage] = {s.id: s for s in STAGES}
 PARTS = {1: "第一部分：从零搭起 MiniMind 并预训练 (Part 1: build & pretrain)",
-         2: "第二部分：后训练 (Part 2: post-training, MiniMind 的另外四个训练脚本)"}
+         2: "第二部分：后训练 (Part 2: post-training, MiniMind 的另外四个训练脚本)",
+         3: "第三部分：数据工程 (Part 3: data engineering)"}
 
 # MiniMind's five trainers, the workbook command that rebuilds each, and the stages whose code it
 # runs on: a trainer counts as rebuilt when all of them pass with the learner's own code.
