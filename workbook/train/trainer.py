@@ -31,8 +31,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from . import guards, report
-from .checkpoint import (CheckpointError, SaveError, atomic_write, load_resume, load_weights,
-                         save_resume, save_weights, unwrap, weight_name, write_config)
+from .checkpoint import (SAVED_DTYPE, CheckpointError, SaveError, check_pair, load_resume, load_weights,
+                         resume_state, save_pair, unwrap, weight_name, write_config, write_weights)
 
 ROOT = Path(__file__).resolve().parents[2]
 # In the repository the shipped data is the default; an exported package (workbook export)
@@ -78,6 +78,10 @@ class Task:
     prepare_model: Callable[[torch.nn.Module, Any], torch.nn.Module | None] | None = None
     weight_stem: Callable[[Any, Any], str] | None = None
     save_weights: Callable[[torch.nn.Module, Path], Any] | None = None
+    # every parameter must stay finite in this dtype before a save: MiniMind's weights files are
+    # fp16, and a LoRA adapter is merged into them (None: finite as it is; the written file is
+    # checked either way)
+    saved_dtype: torch.dtype | None = SAVED_DTYPE
 
     @classmethod
     def of_module(cls, module_name: str, **fields) -> "Task":
@@ -388,6 +392,10 @@ class _Run:
             self.model = self.task.prepare_model(self.model, self.args) or self.model
         self.n_params = sum(p.numel() for p in unwrap(self.model).parameters()) / 1e6
         self.n_trainable = sum(p.numel() for p in unwrap(self.model).parameters() if p.requires_grad) / 1e6
+        # what a weights file takes on disk, about (for the message when the disk is full):
+        # every parameter in fp16, or (a trainer's own writer: LoRA's adapter) the trained ones in fp32
+        self.weights_bytes = int(1e6 * (self.n_params * 2 if self.task.save_weights is None
+                                        else self.n_trainable * 4))
 
     def _restore(self, resume: dict | None) -> None:
         self.start_epoch, self.start_step = 0, 0
@@ -406,6 +414,9 @@ class _Run:
                                                            self.info.world_size)
         self.history = resume.get("history", self.history)
         self.status["resumed"] = True
+        note = check_pair(resume, self.save_dir / f"{self.name}.pth")
+        if note and self.main_process:
+            print(note)
         if self.main_process:
             print(f"从 {self.resume_path} 续训：epoch {self.start_epoch + 1}，第 {self.start_step} 个 micro-step 之后"
                   f"（存档时 {resume['world_size']} 个进程，现在 {self.info.world_size} 个）。")
@@ -520,22 +531,30 @@ class _Run:
         return False
 
     def _save(self, epoch: int, step: int) -> None:
-        # never overwrite the last good checkpoint with NaN weights (checked on every rank:
-        # the weights are identical, so all ranks stop together)
-        guards.check_finite_weights(self.model, f"存档前（epoch {epoch + 1} 第 {step} 个 micro-step）")
+        # Never replace the last good pair with bad weights: checked on every rank (the weights
+        # are identical, so all ranks stop together), in the dtype the file stores (fp16 turns
+        # anything above 65504 into inf), and once more on the file as written.
+        where = f"存档前（epoch {epoch + 1} 第 {step} 个 micro-step）"
+        guards.check_finite_weights(self.model, where, saved_dtype=self.task.saved_dtype)
         if not self.main_process:  # one writer; the other ranks hold identical weights
             return
         weights = self.save_dir / f"{self.name}.pth"
         if self.task.save_weights is None:
-            save_weights(self.model, weights)
-        else:  # a trainer's own writer (LoRA: the adapter only), made atomic here
-            atomic_write(weights, lambda tmp: self.task.save_weights(unwrap(self.model), tmp))
+            def write(tmp):
+                write_weights(self.model, tmp)
+        else:  # a trainer's own writer (LoRA: the adapter only, by the learner's save_lora)
+            def write(tmp):
+                self.task.save_weights(unwrap(self.model), tmp)
         # the model's shape beside its weights: export-hf reads it (flags only override)
         write_config(self.config, self.save_dir / f"{self.name}_config.json")
-        save_resume(self.resume_path, model=self.model, optimizer=self.optimizer, scaler=self.scaler,
-                    epoch=epoch, step=step, world_size=self.info.world_size, config=self.config.to_dict(),
-                    extra={"history": self.history,
-                           "wandb_id": self.wandb_run.id if self.wandb_run else None})
+        state = resume_state(model=self.model, optimizer=self.optimizer, scaler=self.scaler,
+                             epoch=epoch, step=step, world_size=self.info.world_size, config=self.config.to_dict(),
+                             extra={"history": self.history,
+                                    "wandb_id": self.wandb_run.id if self.wandb_run else None})
+        # weights and resume file: both renamed into place, or neither
+        save_pair(weights, write, self.resume_path, state,
+                  verify_weights=lambda tmp: guards.check_finite_file(tmp, where),
+                  weights_bytes=weights.stat().st_size if weights.is_file() else self.weights_bytes)
         self.status["saved_step"] = epoch * self.iters + step
 
     # --- the end -------------------------------------------------------------------------------

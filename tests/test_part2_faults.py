@@ -1,0 +1,127 @@
+"""Faults in every trainer kind: nothing non-finite is ever saved, a full disk is named, and the
+weights and the resume file stay one pair.
+
+One tiny pretrained model (reference code) starts every trainer; each run is one optimizer step.
+"""
+import errno
+
+import pytest
+import torch
+
+from tests.helpers import ROOT, pretrain_tiny, run_py
+
+DATA = ROOT / "data"
+SMALL = ["--max_seq_len", "128", "--batch_size", "4", "--num_workers", "0", "--dtype", "float32",
+         "--no_progress", "--val_path", "", "--samples", "0", "--accumulation_steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def start(tmp_path_factory):
+    return pretrain_tiny(tmp_path_factory.mktemp("start"))
+
+
+def trainer_args(kind: str, save_dir, start) -> tuple[list[str], str]:
+    """The arguments of a one-step run of `kind` from `start`, and the stem of what it saves."""
+    per_kind = {
+        "pretrain": (["--data_path", str(DATA / "pretrain_poetry_val.jsonl.gz")], "pretrain_64"),
+        "full_sft": (["--data_path", str(DATA / "sft_poetry_val.jsonl.gz")], "full_sft_64"),
+        "lora": (["--data_path", str(DATA / "lora_identity_val.jsonl.gz")], "lora_identity_64"),
+        "dpo": (["--data_path", str(DATA / "dpo_val.jsonl.gz")], "dpo_64"),
+        "distillation": (["--data_path", str(DATA / "sft_poetry_val.jsonl.gz"),
+                          "--from_teacher_weight", str(start)], "full_dist_64"),
+    }
+    extra, stem = per_kind[kind]
+    return (["-m", f"workbook.train.{kind}", "--save_dir", str(save_dir), "--from_weight", str(start),
+             *SMALL, *extra], stem)
+
+
+def snapshot(directory):
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("kind", ["pretrain", "full_sft", "lora", "dpo", "distillation"])
+def test_weights_that_overflow_fp16_are_never_saved(kind, start, tmp_path):
+    """lr 1e8: after one step the fp32 weights are finite but far above 65504, the largest fp16
+    value; the run stops with exit 1 before either file of the last good pair is replaced."""
+    args, stem = trainer_args(kind, tmp_path, start)
+    # the last good pair (any bytes: the run must not touch them)
+    (tmp_path / f"{stem}.pth").write_bytes(b"last good weights")
+    (tmp_path / f"{stem}_resume.pth").write_bytes(b"last good resume file")
+    before = snapshot(tmp_path)
+    out = run_py([*args, "--learning_rate", "1e8", "--max_steps", "1", "--save_interval", "1"],
+                 mode="solutions")
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "超过了 float16 能表示的最大值 65504" in out.stderr and "溢出 overflow" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "完成" not in out.stdout
+    assert snapshot(tmp_path) == before  # the pair as it was, no temporary file left
+
+
+def test_a_written_file_with_inf_is_refused_before_it_replaces_anything(tmp_path):
+    """The check of what was actually written: a writer that stores fp16 (e.g. a learner's
+    save_lora with .half()) turns 1e5 into inf, and the pair is not replaced."""
+    from workbook.train import guards
+    from workbook.train.checkpoint import save_pair
+
+    weights, resume = tmp_path / "w.pth", tmp_path / "w_resume.pth"
+    weights.write_bytes(b"old weights")
+    resume.write_bytes(b"old resume")
+    with pytest.raises(guards.NonFiniteError, match="lora.B.weight 有 1 个 NaN/inf（存成 float16）"):
+        save_pair(weights, lambda tmp: torch.save({"lora.B.weight": torch.tensor([1e5]).half()}, tmp),
+                  resume, {"step": 1}, verify_weights=lambda tmp: guards.check_finite_file(tmp, "存档前"))
+    assert weights.read_bytes() == b"old weights" and resume.read_bytes() == b"old resume"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth", "w_resume.pth"]
+
+
+def _enospc_as_context(tmp):
+    """What torch.save can raise on a full disk: its RuntimeError, the OSError only as __context__."""
+    with open(tmp, "wb") as f:
+        f.write(b"partial")
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError:  # raised here, the OSError becomes the RuntimeError's __context__
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+
+def test_a_full_disk_is_named_when_enospc_is_only_the_context(tmp_path):
+    from workbook.train.checkpoint import SaveError, save_pair
+
+    weights, resume = tmp_path / "w.pth", tmp_path / "w_resume.pth"
+    weights.write_bytes(b"old weights")
+    resume.write_bytes(b"old resume")
+    with pytest.raises(SaveError) as caught:
+        save_pair(weights, _enospc_as_context, resume, {"model": {"x": torch.zeros(1000)}})
+    message = str(caught.value)
+    assert f"保存到 {tmp_path} 时磁盘空间不足 (No space left on device)" in message
+    assert "需要约" in message and "只剩" in message and "MB" in message
+    assert "之前的存档保持原样" in message and "inline_container" not in message
+    assert weights.read_bytes() == b"old weights" and resume.read_bytes() == b"old resume"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth", "w_resume.pth"]
+
+
+def test_weights_and_resume_file_are_one_pair(start, tmp_path):
+    """The weights fit, the resume file does not (its temporary file is /dev/full): neither is
+    replaced.  After a good save the resume file records the weights' SHA-256, and a resume
+    whose weights file is not its partner says so and continues from its own weights."""
+    from workbook.train.checkpoint import file_sha256
+
+    args, stem = trainer_args("full_sft", tmp_path, start)
+    good = run_py([*args, "--max_steps", "1", "--save_interval", "1", "--learning_rate", "1e-4"], mode="solutions")
+    assert good.returncode == 0, good.stderr[-2000:]
+    state = torch.load(tmp_path / f"{stem}_resume.pth", weights_only=True)
+    assert state["weights_sha256"] == file_sha256(tmp_path / f"{stem}.pth")
+    before = snapshot(tmp_path)
+    (tmp_path / f"{stem}_resume.pth.tmp").symlink_to("/dev/full")
+    out = run_py([*args, "--max_steps", "2", "--save_interval", "1", "--learning_rate", "1e-4", "--from_resume", "1"],
+                 mode="solutions")
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert f"保存到 {tmp_path} 时磁盘空间不足" in out.stderr and "需要约" in out.stderr
+    assert "之前的存档保持原样" in out.stderr and "Traceback" not in out.stderr
+    assert snapshot(tmp_path) == before  # weights unchanged too, the .tmp link removed
+    # a weights file that is not the resume file's partner (e.g. replaced by hand)
+    (tmp_path / f"{stem}.pth").write_bytes(b"other weights")
+    out = run_py([*args, "--max_steps", "2", "--save_interval", "1", "--learning_rate", "1e-4", "--from_resume", "1"],
+                 mode="solutions")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "不是和 resume 文件一起存下的那一份" in out.stdout and "续训只用 resume 文件里自己的权重" in out.stdout
+    state = torch.load(tmp_path / f"{stem}_resume.pth", weights_only=True)
+    assert state["step"] == 2 and state["weights_sha256"] == file_sha256(tmp_path / f"{stem}.pth")
