@@ -37,6 +37,15 @@ import numpy as np
 GZIP_MAGIC = b"\x1f\x8b"
 SCAN_CHUNK = 1 << 24  # token ids per vectorised max(): 32 MB of uint16 at a time
 FINGERPRINT_FIELD = "tokenizer_fingerprint"
+# The packed format (workbook.data.packed writes it, this module checks it)
+FORMAT = "minimind-packed-v1"
+DTYPE = np.dtype("<u2")  # uint16, little-endian on disk whatever the machine
+
+
+def meta_path(bin_path: str | os.PathLike) -> Path:
+    """The sidecar of ``x.bin`` is ``x.bin.json``."""
+    return Path(str(bin_path) + ".json")
+
 REPACK = "用 python -m workbook.data.pack 重新打包"
 
 
@@ -248,8 +257,6 @@ def load_sidecar(bin_path: str | os.PathLike) -> dict:
     Raises FileNotFoundError when the .bin or its sidecar is missing, DataError naming the field
     for anything else.
     """
-    from .packed import DTYPE, FORMAT, meta_path  # here: packed imports this module
-
     bin_path = Path(bin_path)
     if not bin_path.is_file():
         raise FileNotFoundError(f"找不到打包文件 (packed file not found): {bin_path}")
@@ -302,8 +309,6 @@ def load_sidecar(bin_path: str | os.PathLike) -> dict:
 
 def check_packed(bin_path: str | os.PathLike, tokenizer=None, vocab_size: int | None = None) -> dict:
     """Sidecar, size, agreement with `tokenizer`, and every token id < the vocabulary size."""
-    from .packed import DTYPE, meta_path
-
     start = time.perf_counter()
     bin_path = Path(bin_path)
     try:

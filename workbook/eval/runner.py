@@ -205,9 +205,8 @@ def load_model(weights: str | Path, device="cpu", lora: str | Path | None = None
     read from the file).  Returns (model, config path or None).
     """
     from workbook.config import MiniMindConfig
-    from workbook.export import model_config_kwargs
     from workbook.model.causal_lm import MiniMindForCausalLM
-    from workbook.train.checkpoint import load_weights
+    from workbook.train.checkpoint import load_weights, model_config_kwargs
 
     kwargs, config_path = model_config_kwargs(weights)
     model = MiniMindForCausalLM(MiniMindConfig(**kwargs))
