@@ -125,3 +125,37 @@ def test_weights_and_resume_file_are_one_pair(start, tmp_path):
     assert "不是和 resume 文件一起存下的那一份" in out.stdout and "续训只用 resume 文件里自己的权重" in out.stdout
     state = torch.load(tmp_path / f"{stem}_resume.pth", weights_only=True)
     assert state["step"] == 2 and state["weights_sha256"] == file_sha256(tmp_path / f"{stem}.pth")
+
+
+# --- every reply cut away by --max_seq_len ---------------------------------------------------------
+
+def test_a_max_seq_len_that_cuts_every_reply_stops_before_step_one(start, tmp_path):
+    args, _ = trainer_args("full_sft", tmp_path / "run", start)
+    out = run_py([*args, "--max_seq_len", "20", "--max_steps", "1"], mode="solutions")
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "--max_seq_len 20 把每一个回答都截掉了" in out.stderr and "至少用 --max_seq_len 26" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()
+
+
+def test_the_reply_check_counts_what_the_datasets_cut():
+    """The check agrees with the reference SFTDataset / DPODataset on how many samples keep no
+    reply token, and names the flag and the lengths needed when none keeps one."""
+    from transformers import AutoTokenizer
+
+    from solutions.data.dpo import DPODataset
+    from solutions.data.sft import SFTDataset
+    from workbook.data.validate import DataError, check_chat_data, check_pair_data, describe_chat
+
+    tok = AutoTokenizer.from_pretrained(str(DATA / "tokenizer"))
+    sft, dpo = DATA / "sft_poetry_val.jsonl.gz", DATA / "dpo_val.jsonl.gz"
+    ds = SFTDataset(sft, tok, 40)
+    no_label = sum(bool((ds[i][1] == -100).all()) for i in range(len(ds)))
+    summary = check_chat_data(sft, tok, 6400, max_length=40)
+    assert 0 < summary["replies_cut"] == no_label < len(ds)
+    assert f"{no_label} 个样本的回答被 --max_seq_len 40 整个截掉了" in describe_chat(summary)
+    pairs = DPODataset(dpo, tok, 40)
+    no_mask = sum(int(pairs[i]["mask_chosen"].sum()) == 0 for i in range(len(pairs)))
+    assert check_pair_data(dpo, tok, 6400, max_length=40)["replies_cut"] == no_mask > 0
+    with pytest.raises(DataError, match=r"--max_seq_len 16 把每一个回答都截掉了.*--max_seq_len 26 才有回答留下"):
+        check_pair_data(dpo, tok, 6400, max_length=16)
+    assert check_chat_data(sft, tok, 6400, max_length=340)["replies_cut"] == 0

@@ -54,7 +54,8 @@ class Task:
     description: the --help text (Chinese); run_name: MiniMind's wandb run-name prefix;
     defaults: flag defaults (MiniMind's, for this trainer), e.g. {"save_weight": "full_sft"};
     make_dataset(path, tokenizer, max_length) -> Dataset of (input_ids, labels);
-    check_data(path, tokenizer, vocab_size) -> a summary dict; raises ValueError naming file:line;
+    check_data(path, tokenizer, vocab_size, max_length=--max_seq_len) -> a summary dict; raises
+        ValueError naming file:line (or the flag: every reply cut away at max_length);
     describe_data(summary) -> one line for the log;
     sample(model, tokenizer, device, n) -> {"prompts": [...], "samples": [...], "metrics": {...}}
         (what the trained model writes at the end; metrics go to the summary and wandb).
@@ -343,7 +344,7 @@ class _Run:
         # Read every data file once before step 1 (on every rank, so all fail alike): a bad line
         # is named now, with file:line, not hours in (and again on every --from_resume).
         for path in filter(None, (args.data_path, args.val_path)):
-            checked = self.task.check_data(path, tokenizer, config.vocab_size)
+            checked = self.task.check_data(path, tokenizer, config.vocab_size, max_length=args.max_seq_len)
             if self.main_process:
                 print(self.task.describe_data(checked), flush=True)
         self._build_model()
