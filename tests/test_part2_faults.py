@@ -159,3 +159,46 @@ def test_the_reply_check_counts_what_the_datasets_cut():
     with pytest.raises(DataError, match=r"--max_seq_len 16 把每一个回答都截掉了.*--max_seq_len 26 才有回答留下"):
         check_pair_data(dpo, tok, 6400, max_length=16)
     assert check_chat_data(sft, tok, 6400, max_length=340)["replies_cut"] == 0
+
+
+# --- files that do not fit: named, exit 2 -----------------------------------------------------------
+
+def _fake_adapter(path, hidden=64, rank=8):
+    torch.save({"model.layers.0.self_attn.q_proj.lora.A.weight": torch.zeros(rank, hidden),
+                "model.layers.0.self_attn.q_proj.lora.B.weight": torch.zeros(hidden, rank)}, path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["missing adapter", "adapter of another width", "missing tokenizer"])
+def test_eval_names_a_missing_or_unfitting_file(case, tmp_path):
+    base = str(DATA / "base" / "full_sft_320.pth")
+    extra, expected = {
+        "missing adapter": (["--lora", str(tmp_path / "nope_320.pth")], "--lora：找不到 LoRA 适配器 (adapter)"),
+        "adapter of another width": (["--lora", str(_fake_adapter(tmp_path / "a_64.pth"))],
+                                     "是给 64 宽的模型训练的，而 " + base + " 是 320 宽"),
+        "missing tokenizer": (["--tokenizer", str(tmp_path / "nope")], "--tokenizer：找不到分词器目录"),
+    }[case]
+    out = run_py(["-m", "workbook", "eval", base, "--limit", "1", *extra], mode="solutions")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert expected in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_an_adapter_given_as_from_weight_is_named(start, tmp_path):
+    args, _ = trainer_args("full_sft", tmp_path / "run", start)
+    args[args.index("--from_weight") + 1] = str(_fake_adapter(tmp_path / "adapter_64.pth"))
+    out = run_py([*args, "--max_steps", "1", "--hidden_size", "64", "--num_hidden_layers", "2",
+                  "--num_attention_heads", "4"], mode="solutions")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "这是一个 LoRA 适配器 (adapter) 文件，不是完整的模型权重" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_resuming_lora_with_another_rank_is_named(start, tmp_path):
+    args, stem = trainer_args("lora", tmp_path, start)
+    first = run_py([*args, "--max_steps", "1", "--save_interval", "1", "--lora_rank", "8"], mode="solutions")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = snapshot(tmp_path)
+    out = run_py([*args, "--max_steps", "2", "--save_interval", "1", "--lora_rank", "4", "--from_resume", "1"],
+                 mode="solutions")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "存档时 --lora_rank 是 8，这次是 4" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert snapshot(tmp_path) == before

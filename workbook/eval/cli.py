@@ -47,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"找不到权重文件 (weights) {args.model}：训练命令把它写在 --save_dir 里，"
                          "例如 out/full_sft_512.pth")
     prompts = load_prompts(args.prompts, args.limit)
-    tokenizer = load_tokenizer(args.tokenizer)
+    try:
+        tokenizer = load_tokenizer(args.tokenizer)
+    except FileNotFoundError as e:
+        raise ValueError(f"--tokenizer：{e}") from None
     try:
         model, config_path = load_model(args.model, args.device, lora=args.lora)
         report = evaluate(model, tokenizer, prompts, args.device, max_new_tokens=args.max_new_tokens,

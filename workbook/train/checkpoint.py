@@ -102,7 +102,11 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
             parts.append(f"  文件有、模型里没有 (unexpected)：{show(unexpected)}")
         if shapes:
             parts.append(f"  形状不同 (shape)：{show(shapes)}")
-        parts.append("  检查 --hidden_size / --num_hidden_layers / --use_moe 等是否和保存时一样。")
+        if state and all(".lora." in k for k in state):
+            parts.append("  这是一个 LoRA 适配器 (adapter) 文件，不是完整的模型权重：--from_weight 给基座模型，"
+                         "适配器用 python -m workbook eval 基座.pth --lora 适配器.pth 装上。")
+        else:
+            parts.append("  检查 --hidden_size / --num_hidden_layers / --use_moe 等是否和保存时一样。")
         raise CheckpointError("\n".join(parts))
     target.load_state_dict(state, strict=True)
 

@@ -403,6 +403,7 @@ class _Run:
         self.history = {"train": [], "val": []}
         if resume is None:
             return
+        self._check_resume_fits(resume["model"])
         unwrap(self.model).load_state_dict(resume["model"])
         self.optimizer.load_state_dict(resume["optimizer"])
         self.scaler.load_state_dict(resume["scaler"])
@@ -421,6 +422,30 @@ class _Run:
         if self.main_process:
             print(f"从 {self.resume_path} 续训：epoch {self.start_epoch + 1}，第 {self.start_step} 个 micro-step 之后"
                   f"（存档时 {resume['world_size']} 个进程，现在 {self.info.world_size} 个）。")
+
+    def _check_resume_fits(self, saved: dict) -> None:
+        """The resume file's model against the one built now, key by key: a trainer flag that
+        changes the model's parameters (LoRA's --lora_rank) must be what it was when it was saved."""
+        own = unwrap(self.model).state_dict()
+        missing = [k for k in own if k not in saved]
+        unexpected = [k for k in saved if k not in own]
+        shapes = [(k, tuple(saved[k].shape), tuple(own[k].shape)) for k in own
+                  if k in saved and tuple(saved[k].shape) != tuple(own[k].shape)]
+        if not (missing or unexpected or shapes):
+            return
+        parts = [f"resume 文件 {self.resume_path} 里的模型和这次建的对不上，不能续训："]
+        if shapes:
+            k, file_shape, model_shape = shapes[0]
+            parts.append(f"{k}：文件 {file_shape} ≠ 现在 {model_shape}（共 {len(shapes)} 个形状不同）")
+            if ".lora.A." in k:
+                parts.append(f"存档时 --lora_rank 是 {file_shape[0]}，这次是 {model_shape[0]}：用 --lora_rank "
+                             f"{file_shape[0]} 续训，或换一个 --lora_name / --save_dir 从头训练这个秩。")
+        if missing:
+            parts.append(f"文件里没有 (missing)：{', '.join(missing[:3])}（共 {len(missing)} 个）")
+        if unexpected:
+            parts.append(f"文件里多出 (unexpected)：{', '.join(unexpected[:3])}（共 {len(unexpected)} 个）")
+        parts.append("续训要用和存档时一样的参数；要换参数，换一个 --save_dir 从头开始。")
+        raise CheckpointError("\n  ".join(parts))
 
     def _sampler_for(self, epoch: int) -> Sampler:
         if self.info.ddp:
