@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p_hf.add_argument("--pth", help="同时另存一份 MiniMind 格式的 .pth（fp16）")
     from .eval import cli as eval_cli
     eval_cli.add_arguments(sub.add_parser("eval", help=eval_cli.HELP))
+    from . import use as use_cmd
+    use_cmd.add_arguments(sub.add_parser("use", help=use_cmd.HELP))
     args = parser.parse_args(argv)
 
     from . import _modes
@@ -163,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "eval":
             return eval_cli.run(args)
+        if args.command == "use":
+            return use_cmd.run(args)
         if args.command == "hint":
             from .hints import show
             print(show(args.stage, args.level))
