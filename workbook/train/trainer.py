@@ -18,6 +18,7 @@ Exit statuses: 0 done, 1 stopped during training (the last checkpoint is intact)
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -244,15 +245,30 @@ class SingleProcess:
         self.device = torch.device(device)
 
 
+def trim_padding(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut a batch's trailing positions where no row has a label (padding), on the last dim.
+
+    Exact for a causal model: a position never sees later ones, and positions without a label
+    add nothing to the loss.  Short SFT/DPO samples padded to --max_seq_len 1024 run 3-10x faster.
+    """
+    labelled = (y != -100).reshape(-1, y.shape[-1]).any(0).nonzero()
+    keep = int(labelled.max()) + 1 if len(labelled) else 1
+    return x[..., :keep], y[..., :keep]
+
+
 @torch.no_grad()
-def evaluate(model, dataset, batch_size: int, batches: int, device, ctx) -> float:
-    """Mean LM loss over the first `batches` batches of `dataset` (fixed order, eval mode)."""
+def evaluate(model, dataset, batch_size: int, batches: int, device, ctx, show: bool = False) -> float:
+    """Mean LM loss over the first `batches` batches of `dataset` (fixed order, eval mode).
+    show: a progress bar (validation can take minutes on a CPU)."""
+    from tqdm.auto import tqdm
+
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     total, n = 0.0, 0
-    for i, (x, y) in enumerate(loader):
-        if i >= batches:
-            break
+    todo = min(batches, len(loader))
+    for x, y in tqdm(itertools.islice(loader, todo), total=todo, desc="验证 (validation)", unit="batch",
+                     leave=False, disable=not show, file=sys.stdout, dynamic_ncols=True):
+        x, y = trim_padding(x, y)
         with ctx:
             total += model(x.to(device), labels=y.to(device)).loss.float().item()
         n += 1
@@ -497,6 +513,7 @@ class _Run:
                         disable=args.no_progress or not self.main_process, dynamic_ncols=True, file=sys.stdout)
         self.epoch, self.done, self.t0 = self.start_epoch, False, time.perf_counter()
         self.model.train()
+        watch = self._watch_steps() if not self.bar.disable else None
         last = self.start_step
         for epoch in range(self.start_epoch, args.epochs):
             self.epoch = epoch
@@ -513,9 +530,41 @@ class _Run:
                                          on_log=self._on_log, on_step_end=self._on_step_end)
             if self.done:
                 break
+        if watch is not None:
+            watch.remove()
         self.bar.close()
         self._save(self.epoch, last)
         return last
+
+    def _watch_steps(self):
+        """Keep the bar's loss and tok/s live between log lines: a forward hook collects each
+        training micro-step's loss and labelled tokens on the device; :meth:`_refresh_bar` reads
+        them at most once a second (one host sync a second, not one per step)."""
+        self.live = {"losses": [], "tokens": 0, "since": time.perf_counter()}
+
+        def hook(module, args, kwargs, output):
+            if not module.training or getattr(output, "loss", None) is None:
+                return
+            aux = getattr(output, "aux_loss", None)
+            self.live["losses"].append(output.loss.detach() + (aux.detach() if torch.is_tensor(aux) else 0))
+            labels = kwargs.get("labels", args[1] if len(args) > 1 else None)
+            if labels is not None:
+                self.live["tokens"] = self.live["tokens"] + (labels != -100).sum()
+
+        return self.model.register_forward_hook(hook, with_kwargs=True)
+
+    def _refresh_bar(self) -> None:
+        live = getattr(self, "live", None)
+        if live is None or not live["losses"]:
+            return
+        now = time.perf_counter()
+        if now - live["since"] < 1.0:
+            return
+        loss = torch.stack(live["losses"]).float().mean().item()
+        tok_s = float(live["tokens"]) / (now - live["since"])
+        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                             tok_s=f"{tok_s:,.0f}")
+        live.update(losses=[], tokens=0, since=now)
 
     def _on_log(self, log) -> None:
         info = self.info
@@ -540,11 +589,13 @@ class _Run:
 
     def _on_step_end(self, step: int) -> bool:
         args = self.args
+        self._refresh_bar()
         self.bar.update(1)
         if self.schedule.is_update(step):  # an optimizer step was taken
             s = self.schedule.opt_step(self.epoch, step)
             if self.main_process and self.val_ds is not None and args.eval_interval and s % args.eval_interval == 0:
-                v = evaluate(unwrap(self.model), self.val_ds, args.batch_size, args.eval_batches, self.device, self.ctx)
+                v = evaluate(unwrap(self.model), self.val_ds, args.batch_size, args.eval_batches, self.device, self.ctx,
+                             show=not self.bar.disable)
                 self.history["val"].append((s, v))
                 self.bar.write(f"optimizer step {s}: validation loss {v:.4f}")
                 if self.wandb_run is not None:
@@ -594,7 +645,10 @@ class _Run:
                    "seconds": round(time.perf_counter() - self.t0, 1),
                    "weights": str(self.save_dir / f"{self.name}.pth")}
         if self.val_ds is not None:
-            v = evaluate(unwrap(self.model), self.val_ds, args.batch_size, args.eval_batches, self.device, self.ctx)
+            print(f"验证 (validation)：{min(args.eval_batches, math.ceil(len(self.val_ds) / args.batch_size))} 个 batch "
+                  f"（--eval_batches）……", flush=True)
+            v = evaluate(unwrap(self.model), self.val_ds, args.batch_size, args.eval_batches, self.device, self.ctx,
+                         show=not args.no_progress)
             if not self.history["val"] or self.history["val"][-1][0] != summary["steps"]:
                 self.history["val"].append((summary["steps"], v))
             summary["val_loss"] = round(v, 4)
