@@ -202,3 +202,37 @@ def test_resuming_lora_with_another_rank_is_named(start, tmp_path):
     assert out.returncode == 2, out.stderr[-2000:]
     assert "存档时 --lora_rank 是 8，这次是 4" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert snapshot(tmp_path) == before
+
+
+# --- the README's commands -------------------------------------------------------------------------
+
+def _readme_commands(module_prefix: str) -> list[list[str]]:
+    """Every `python -m MODULE ...` line of the README's bash blocks (continuations joined)."""
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith(f"python -m {module_prefix}"):
+                commands.append(shlex.split(line)[2:])
+    return commands
+
+
+def test_every_readme_trainer_command_parses_and_names_existing_files():
+    """The README's Part 2 commands use flags the trainers have, and the shipped files they name."""
+    import importlib
+
+    from workbook.train.trainer import build_parser
+
+    commands = _readme_commands("workbook.train.")
+    assert {c[0] for c in commands} >= {"workbook.train.full_sft", "workbook.train.lora", "workbook.train.dpo",
+                                        "workbook.train.distillation"}
+    for module, *argv in commands:
+        args = build_parser(importlib.import_module(module).TASK).parse_args(argv)
+        for flag in ("from_weight", "from_teacher_weight", "data_path", "val_path"):
+            value = str(getattr(args, flag, "") or "")
+            if value.startswith("data/"):
+                assert (ROOT / value).is_file(), f"{module}: --{flag} {value} does not exist"
