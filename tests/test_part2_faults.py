@@ -236,3 +236,40 @@ def test_every_readme_trainer_command_parses_and_names_existing_files():
             value = str(getattr(args, flag, "") or "")
             if value.startswith("data/"):
                 assert (ROOT / value).is_file(), f"{module}: --{flag} {value} does not exist"
+
+
+def test_the_progress_bar_shows_the_loss_between_log_lines():
+    """The bar's loss and tok/s come from every training micro-step (a forward hook), not only
+    from the log lines; the refresh is at most once a second (here: made due without sleeping)."""
+    import io
+    from types import SimpleNamespace
+
+    from tqdm import tqdm
+
+    from workbook.train.trainer import _Run
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, input_ids, labels=None):
+            return SimpleNamespace(loss=self.w * 2.5, aux_loss=torch.tensor(0.5))
+
+    run = _Run.__new__(_Run)
+    run.model = Tiny().train()
+    run.optimizer = torch.optim.SGD(run.model.parameters(), lr=0.01)
+    run.bar = tqdm(total=10, file=io.StringIO())
+    hook = run._watch_steps()
+    labels = torch.tensor([[1] * 1000 + [-100] * 24])  # 1000 labelled tokens
+    run.model(labels, labels=labels)
+    run.model.eval()(labels, labels=labels)  # evaluation does not count
+    run._refresh_bar()
+    assert run.bar.postfix is None  # less than a second since the start: nothing read yet
+    run.live["since"] -= 2.0  # as if two seconds had passed
+    run._refresh_bar()
+    hook.remove()
+    shown = dict(part.split("=") for part in run.bar.postfix.split(", "))
+    assert shown["loss"] == "3.000", run.bar.postfix  # loss + aux_loss of the training step only
+    assert 0 < float(shown["tok_s"].replace(",", "")) <= 500  # 1000 tokens over two seconds or more
+    assert run.live["losses"] == [] and run.live["tokens"] == 0
