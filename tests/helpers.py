@@ -53,17 +53,31 @@ def run_in_tree(tree, args, mode="learner", timeout=300, env=None, **kw):
                           text=True, timeout=timeout, **kw)
 
 
-def kill_and_resume(args_for, save_name, tmp_path, mode="solutions", timeout=120):
+# Runs a trainer module (argv[1]) with its remaining arguments, and SIGKILLs the process itself
+# the moment its first checkpoint pair is on disk: a kill -9 at a known point, whatever the load
+# (a test that polls for the file and then kills races the trainer on a busy machine).
+KILL_AFTER_FIRST_SAVE = """
+import os, runpy, signal, sys
+import workbook.train.trainer as trainer
+save_pair = trainer.save_pair
+def save_then_die(*args, **kwargs):
+    save_pair(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+trainer.save_pair = save_then_die
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def kill_and_resume(args_for, save_name, tmp_path, mode="solutions"):
     """Exact resume after kill -9, for any trainer.
 
-    args_for(save_dir, *extra) -> the `python` arguments of one run.  The run is done once to the
-    end (save_dir a), and once killed with SIGKILL as soon as its first resume file exists, then
-    resumed with --from_resume 1 (save_dir b).  Asserts the logged losses and the final weights
-    agree; returns (full history, resumed history, micro-step the kill left on disk).
+    args_for(save_dir, *extra) -> the `python -m MODULE ...` arguments of one run.  The run is
+    done once to the end (save_dir a), and once killed with SIGKILL right after its first
+    checkpoint (KILL_AFTER_FIRST_SAVE), then resumed with --from_resume 1 (save_dir b).  Asserts
+    the logged losses and the final weights agree; returns (full history, resumed history,
+    micro-step the kill left on disk).
     """
-    import signal
-    import time
-
     import torch
 
     a, b = tmp_path / "a", tmp_path / "b"
@@ -71,18 +85,12 @@ def kill_and_resume(args_for, save_name, tmp_path, mode="solutions", timeout=120
     assert out.returncode == 0, out.stderr[-3000:]
     full = torch.load(a / f"{save_name}_resume.pth", weights_only=True)["history"]
 
-    env = dict(os.environ, WORKBOOK_IMPL=mode)
-    proc = subprocess.Popen([sys.executable, *args_for(b)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = args_for(b)
+    assert args[0] == "-m", args
+    killed = run_py(["-c", KILL_AFTER_FIRST_SAVE, *args[1:]], mode=mode, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-3000:]
     resume = b / f"{save_name}_resume.pth"
-    deadline = time.time() + timeout
-    while not resume.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.time() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (b / f"{save_name}_summary.json").exists(), "the run finished before it was killed"
+    assert resume.is_file() and not (b / f"{save_name}_summary.json").exists()
     saved_at = torch.load(resume, weights_only=True)["step"]
 
     out = run_py(args_for(b, "--from_resume", "1"), mode=mode, timeout=600)

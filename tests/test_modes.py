@@ -67,3 +67,31 @@ def test_bad_mode_at_import_names_the_variable():
     out = run_py(["-c", "import workbook"], mode="solutions:42")
     assert out.returncode != 0
     assert "WORKBOOK_IMPL" in out.stderr and "没有阶段" in out.stderr
+
+
+def test_use_saves_the_mode_in_the_checkout_and_the_variable_still_wins(tmp_path):
+    """`python -m workbook use solutions:00-13` once: every later command without WORKBOOK_IMPL
+    (check, progress's header, the trainers' imports) runs in that mode; WORKBOOK_IMPL overrides it."""
+    from tests.helpers import learner_tree, run_in_tree
+
+    tree = learner_tree(tmp_path / "tree", finished=False)
+    show = ["-c", "import workbook._modes as m, workbook.use as u; print(m.format_mode(m.reference_stages())); "
+                  "print(u.current())"]
+    out = run_in_tree(tree, ["-m", "workbook", "use", "solutions:00-13"], mode=None)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tree / ".workbook" / "mode").read_text(encoding="utf-8").strip() == "solutions:00-13"
+    out = run_in_tree(tree, show, mode=None)
+    assert out.stdout.splitlines()[0] == "solutions:00-13"
+    assert ".workbook/mode 里保存的选择" in out.stdout
+    out = run_in_tree(tree, ["-m", "workbook", "check", "03"], mode=None)
+    assert out.returncode == 0 and "参考实现" in out.stdout, out.stdout[-2000:]
+    out = run_in_tree(tree, show, mode="learner")  # the environment variable wins
+    assert out.stdout.splitlines()[0] == "learner" and "环境变量 WORKBOOK_IMPL 选定" in out.stdout
+    out = run_in_tree(tree, ["-m", "workbook", "use", "solutions:99"], mode=None)
+    assert out.returncode == 2 and "无法识别" in out.stderr and "Traceback" not in out.stderr
+    # a hand-edited file cannot lock the command out: learner mode and a warning
+    (tree / ".workbook" / "mode").write_text("nonsense\n", encoding="utf-8")
+    out = run_in_tree(tree, show, mode=None)
+    assert out.returncode == 0 and out.stdout.splitlines()[0] == "learner" and "无法识别" in out.stderr
+    out = run_in_tree(tree, ["-m", "workbook", "use", "learner"], mode=None)
+    assert out.returncode == 0 and run_in_tree(tree, show, mode=None).stdout.splitlines()[0] == "learner"

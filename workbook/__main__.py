@@ -1,5 +1,5 @@
 """Learner CLI: ``python -m workbook progress | check ID | hint ID [--level N] | reset | grade | export |
-export-hf | eval | chat | serve | release``.  One small function per command; ``main`` only parses and dispatches."""
+export-hf | eval | chat | serve | use | release``.  One small function per command; ``main`` only parses and dispatches."""
 from __future__ import annotations
 
 import argparse
@@ -86,8 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     from .eval import cli as eval_cli
     eval_cli.add_arguments(sub.add_parser("eval", help=eval_cli.HELP))
     from . import chat, serve
+    from . import use as use_cmd
     chat.add_arguments(sub.add_parser("chat", help=chat.HELP))
     serve.add_arguments(sub.add_parser("serve", help=serve.HELP))
+    use_cmd.add_arguments(sub.add_parser("use", help=use_cmd.HELP))
     return parser
 
 
@@ -231,6 +233,11 @@ def cmd_serve(args) -> int:
     return run(args)
 
 
+def cmd_use(args) -> int:
+    from .use import run
+    return run(args)
+
+
 def cmd_hint(args) -> int:
     from .hints import show
     print(show(args.stage, args.level))
@@ -240,7 +247,7 @@ def cmd_hint(args) -> int:
 COMMANDS = {"grade": cmd_grade, "release": cmd_release,
             "progress": cmd_progress, "check": cmd_check, "export": cmd_export, "export-hf": cmd_export_hf,
             "reset": cmd_reset, "eval": cmd_eval, "hint": cmd_hint, "chat": cmd_chat,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "use": cmd_use}
 
 
 def _use_reference(path: str | None) -> int | None:

@@ -1,6 +1,7 @@
 """The mode switch: which file each exercise module is loaded from.
 
-`WORKBOOK_IMPL` (read once, when `workbook` is first imported):
+`WORKBOOK_IMPL` (read once, when `workbook` is first imported; when it is not set, the choice
+saved in this checkout by ``python -m workbook use MODE``, in ``.workbook/mode``):
 
 - unset or ``learner``: every exercise module is the learner's own file under ``workbook/``.
 - ``solutions``: every exercise module is loaded from ``solutions/`` instead.
@@ -200,11 +201,37 @@ class ImplFinder(importlib.abc.MetaPathFinder):
 _finder: ImplFinder | None = None
 
 
+# The checkout's saved choice (``python -m workbook use``); .workbook/ is git-ignored.
+MODE_FILE = PACKAGE_DIR.parent / ".workbook" / "mode"
+
+
+def mode_setting() -> tuple[str | None, str]:
+    """The mode value in force and where it comes from: ``WORKBOOK_IMPL`` when it is set;
+    else the choice saved in this checkout (MODE_FILE, written by ``python -m workbook use``);
+    else (None, "default"), i.e. learner."""
+    if ENV_VAR in os.environ:
+        return os.environ[ENV_VAR], ENV_VAR
+    try:
+        return MODE_FILE.read_text(encoding="utf-8").strip(), str(MODE_FILE)
+    except OSError:
+        return None, "default"
+
+
 def install() -> ImplFinder:
-    """Put the finder first on sys.meta_path (idempotent). Reads WORKBOOK_IMPL."""
+    """Put the finder first on sys.meta_path (idempotent). Reads the mode (mode_setting)."""
     global _finder
     if _finder is None:
-        _finder = ImplFinder(parse_mode(os.environ.get(ENV_VAR)))
+        value, source = mode_setting()
+        try:
+            reference = parse_mode(value)
+        except ModeError:
+            if source == ENV_VAR:
+                raise
+            # a hand-edited file must not lock `python -m workbook use` (which fixes it) out
+            print(f"警告：{source} 里保存的模式 {value!r} 无法识别，这次按 learner 运行；"
+                  f"用 python -m workbook use learner|solutions|solutions:00-13 重新选。", file=sys.stderr)
+            reference = frozenset()
+        _finder = ImplFinder(reference)
         sys.meta_path.insert(0, _finder)
     return _finder
 

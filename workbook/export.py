@@ -21,6 +21,8 @@ import textwrap
 from pathlib import Path
 
 from . import _modes, stages
+# reading a weights file's config belongs to the checkpoint code (the trainers read it too)
+from .train.checkpoint import CONFIG_SUFFIX, config_beside, model_config_kwargs  # noqa: F401
 
 REPO = _modes.PACKAGE_DIR.parent
 PACKAGES = ["", "model", "data", "train", "eval"]  # eval: the rule-based grader of Part 2
@@ -242,44 +244,6 @@ TOKENIZER_DIR = REPO / "data" / "tokenizer"
 # 4.x), and only the inputs generate() accepts (4.x would add token_type_ids by default).
 TOKENIZER_SETTINGS = {"tokenizer_class": "PreTrainedTokenizerFast",
                       "model_input_names": ["input_ids", "attention_mask"]}
-CONFIG_SUFFIX = "_config.json"  # pretrain writes {weights stem}_config.json beside the weights
-
-
-def config_beside(weights: str | Path) -> Path:
-    """out/pretrain_512.pth -> out/pretrain_512_config.json (MiniMindConfig.to_dict())."""
-    weights = Path(weights)
-    return weights.with_name(weights.stem + CONFIG_SUFFIX)
-
-
-def model_config_kwargs(weights: str | Path, overrides: dict | None = None) -> tuple[dict, Path | None]:
-    """MiniMindConfig keyword arguments for `weights`, and the config JSON they came from.
-
-    The JSON beside the weights (when it exists) gives every field; each override that is not
-    None replaces one.  An explicit ``inference_rope_scaling`` also drops the saved
-    ``rope_scaling``, so that the config derives it again from the flag.
-    """
-    import inspect
-
-    from .config import MiniMindConfig
-
-    fields = {name for name, p in inspect.signature(MiniMindConfig.__init__).parameters.items()
-              if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    path = config_beside(weights)
-    saved: dict = {}
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise ValueError(f"模型配置 (config) {path} 不是合法的 JSON：{e}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"模型配置 (config) {path} 应该是一个 JSON 对象 (MiniMindConfig.to_dict())")
-        saved = {k: v for k, v in data.items() if k in fields}
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if "inference_rope_scaling" in given:
-        saved.pop("rope_scaling", None)
-    return {**saved, **given}, (path if path.is_file() else None)
-
-
 def write_tokenizer(out: str | Path, source: str | Path = TOKENIZER_DIR) -> Path:
     """Copy the tokenizer into `out` so that it loads in transformers 4.x and 5.x alike.
 

@@ -65,7 +65,9 @@ def trainers_line(res: list[harness.Result]) -> str:
 def table(res: list[harness.Result] | None = None) -> str:
     res = results() if res is None else res
     title_w = max(_width(r.stage.title) for r in res) + 2
-    lines = [f"MiniMind Workbook 进度 (progress)    模式 (WORKBOOK_IMPL)：{_modes.describe(_modes.reference_stages())}",
+    from .use import current
+
+    lines = [f"MiniMind Workbook 进度 (progress)    模式 (WORKBOOK_IMPL)：{current()}",
              "",
              f"  {'阶段':<4}{_pad('内容', title_w)}{'状态'}"]
     part = None

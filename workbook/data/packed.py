@@ -24,16 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .validate import (FINGERPRINT_FIELD, DataError, backend_of, iter_jsonl, load_sidecar,
-                       tokenizer_fingerprint)
-
-FORMAT = "minimind-packed-v1"
-DTYPE = np.dtype("<u2")  # uint16, little-endian on disk whatever the machine
-
-
-def meta_path(bin_path: str | os.PathLike) -> Path:
-    """The sidecar of ``x.bin`` is ``x.bin.json``."""
-    return Path(str(bin_path) + ".json")
+# the format itself (FORMAT, DTYPE, the sidecar's path) is defined beside its checker
+from .validate import (DTYPE, FINGERPRINT_FIELD, FORMAT, DataError, backend_of, iter_jsonl,  # noqa: F401
+                       load_sidecar, meta_path, tokenizer_fingerprint)
 
 
 def iter_jsonl_texts(path: str | os.PathLike) -> Iterator[str]:

@@ -37,6 +37,15 @@ import numpy as np
 GZIP_MAGIC = b"\x1f\x8b"
 SCAN_CHUNK = 1 << 24  # token ids per vectorised max(): 32 MB of uint16 at a time
 FINGERPRINT_FIELD = "tokenizer_fingerprint"
+# The packed format (workbook.data.packed writes it, this module checks it)
+FORMAT = "minimind-packed-v1"
+DTYPE = np.dtype("<u2")  # uint16, little-endian on disk whatever the machine
+
+
+def meta_path(bin_path: str | os.PathLike) -> Path:
+    """The sidecar of ``x.bin`` is ``x.bin.json``."""
+    return Path(str(bin_path) + ".json")
+
 REPACK = "用 python -m workbook.data.pack 重新打包"
 
 
@@ -248,8 +257,6 @@ def load_sidecar(bin_path: str | os.PathLike) -> dict:
     Raises FileNotFoundError when the .bin or its sidecar is missing, DataError naming the field
     for anything else.
     """
-    from .packed import DTYPE, FORMAT, meta_path  # here: packed imports this module
-
     bin_path = Path(bin_path)
     if not bin_path.is_file():
         raise FileNotFoundError(f"找不到打包文件 (packed file not found): {bin_path}")
@@ -302,8 +309,6 @@ def load_sidecar(bin_path: str | os.PathLike) -> dict:
 
 def check_packed(bin_path: str | os.PathLike, tokenizer=None, vocab_size: int | None = None) -> dict:
     """Sidecar, size, agreement with `tokenizer`, and every token id < the vocabulary size."""
-    from .packed import DTYPE, meta_path
-
     start = time.perf_counter()
     bin_path = Path(bin_path)
     try:
@@ -429,15 +434,70 @@ def check_conversation(conv, path: str | os.PathLike, lineno: int, field: str = 
     return conv
 
 
-def check_chat_data(path: str | os.PathLike, tokenizer=None, vocab_size: int | None = None) -> dict:
+def _prompt_text(conv: list[dict]) -> str:
+    """The ChatML text before the first reply's first token: every message before the first
+    assistant message, then the generation prompt ``<|im_start|>assistant\\n`` (the shipped
+    tokenizer's chat template; stage 14's render_chat)."""
+    k = next(i for i, m in enumerate(conv) if m["role"] == "assistant")
+    return ("".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in conv[:k])
+            + "<|im_start|>assistant\n")
+
+
+def _prompt_lengths(texts: list[str], tokenizer) -> np.ndarray:
+    """Token counts of `texts` (a private copy of the backend: no truncation left over from an
+    earlier call), batched in the tokenizer's Rust threads."""
+    backend = backend_of(tokenizer)
+    backend = type(backend).from_str(backend.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    lengths = [len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return np.asarray(lengths, dtype=np.int64)
+
+
+def check_replies_fit(path, prompts: list[str], tokenizer, max_length: int, flag: str = "--max_seq_len") -> dict:
+    """Does any reply survive the cut at `max_length` tokens?
+
+    A sample is cut to its first `max_length` tokens; its labels are the reply's tokens, so one
+    whose prompt (up to ``<|im_start|>assistant\\n``) already fills `max_length` has nothing to
+    learn.  When that is every sample there is nothing to learn at all (SFT's loss is 0 / 0 = NaN
+    from step 1, DPO compares two empty answers): DataError naming the flag and the length
+    needed.  Returns ``{"replies_cut": the samples without a reply token, "max_length"}``.
+    Only prompts of at least `max_length` bytes are tokenised: a byte-level BPE token covers at
+    least one byte, so a shorter prompt always fits.
+    """
+    long = [t for t in prompts if len(t.encode("utf-8")) >= max_length]
+    lengths = _prompt_lengths(long, tokenizer) if long else np.zeros(0, dtype=np.int64)
+    cut = int((lengths >= max_length).sum())
+    if cut and cut == len(prompts):
+        shortest, longest = int(lengths.min()), int(lengths.max())
+        raise DataError(path, f"{flag} {max_length} 把每一个回答都截掉了：每个样本的提示（到 "
+                              f"<|im_start|>assistant\\n 为止）就有 {shortest}–{longest} 个 token，截断之后"
+                              f"没有一个回答 token 留下，没有东西可学（SFT 的 loss 从第 1 步起就是 0/0 = NaN，"
+                              f"DPO 比较的是两个空回答）。至少用 {flag} {shortest + 1} 才有回答留下，"
+                              f"{flag} {longest + 1} 让每个样本都留下回答；回答本身还要更多 token。")
+    return {"replies_cut": cut, "max_length": max_length}
+
+
+def _describe_cut(summary: dict) -> str:
+    cut = summary.get("replies_cut")
+    if not cut:
+        return ""
+    return (f"；注意：{cut:,} 个样本的回答被 --max_seq_len {summary['max_length']} 整个截掉了"
+            f"（它们不贡献 loss；加大 --max_seq_len 可以留下它们）")
+
+
+def check_chat_data(path: str | os.PathLike, tokenizer=None, vocab_size: int | None = None,
+                    max_length: int | None = None) -> dict:
     """Check an SFT chat file (``.jsonl`` / ``.jsonl.gz``) completely, streamed, before step 1.
 
     Every line is blank or one conversation that :func:`parse_chat_line` accepts; a gzip must be
     complete; at least one conversation.  `tokenizer` and `vocab_size` as in
-    :func:`check_pretrain_data` (the tokenizer's vocabulary must fit the model).
+    :func:`check_pretrain_data` (the tokenizer's vocabulary must fit the model).  With a
+    tokenizer and `max_length` (the trainer's --max_seq_len), :func:`check_replies_fit` too.
     Returns: ``{"path", "format", "kind": "chat", "lines", "documents" (= "conversations"),
         "conversations", "messages", "assistant_turns", "with_system", "tokens" (None), "bytes",
-        "seconds"}``; :func:`describe` turns it into one log line.
+        "seconds"}`` (+ "replies_cut", "max_length" with max_length);
+        :func:`describe` turns it into one log line.
     """
     start = time.perf_counter()
     if not str(path).endswith((".jsonl", ".jsonl.gz")):
@@ -448,20 +508,25 @@ def check_chat_data(path: str | os.PathLike, tokenizer=None, vocab_size: int | N
             raise DataError(path, f"分词器 (tokenizer) 的词表大小 {have} 比模型的 vocab_size "
                                   f"{vocab_size} 大：有些 id 嵌入层 (embedding) 放不下")
     n_lines = n_conv = n_messages = n_turns = n_system = n_bytes = 0
+    prompts: list[str] = []
+    fit = tokenizer is not None and max_length is not None
     for n_lines, raw, conv in _parsed_lines(path, parse_chat_line):
         n_bytes += len(raw)
         if conv is None:
             continue
         n_conv += 1
+        if fit:
+            prompts.append(_prompt_text(conv))
         n_messages += len(conv)
         n_turns += sum(m["role"] == "assistant" for m in conv)
         n_system += conv[0]["role"] == "system"
     if n_conv == 0:
         raise DataError(path, "文件里没有对话 (no conversations)：文件是空的或只有空行")
+    reach = check_replies_fit(path, prompts, tokenizer, max_length) if fit else {}
     return {"path": str(path), "format": "jsonl.gz" if str(path).endswith(".gz") else "jsonl",
             "kind": "chat", "lines": n_lines, "documents": n_conv, "conversations": n_conv,
             "messages": n_messages, "assistant_turns": n_turns, "with_system": n_system,
-            "tokens": None, "bytes": n_bytes, "seconds": time.perf_counter() - start}
+            "tokens": None, "bytes": n_bytes, **reach, "seconds": time.perf_counter() - start}
 
 
 def describe_chat(summary: dict) -> str:
@@ -469,7 +534,7 @@ def describe_chat(summary: dict) -> str:
     return (f"对话数据检查通过 (chat data check passed)：{summary['path']}，"
             f"{summary['conversations']:,} 段对话 (conversations)，{summary['assistant_turns']:,} 个 "
             f"assistant 回答，{summary['with_system']:,} 段以 system 消息开头，"
-            f"{summary['bytes'] / 1e6:.1f} MB，{summary['seconds']:.2f} 秒")
+            f"{summary['bytes'] / 1e6:.1f} MB，{summary['seconds']:.2f} 秒{_describe_cut(summary)}")
 
 
 _PAIR_SHAPE = ('每行应该是 {"chosen": [{"role": "user", ...}, {"role": "assistant", ...}], '
@@ -501,9 +566,10 @@ def parse_pair_line(raw: bytes, path: str | os.PathLike, lineno: int) -> tuple[l
     return chosen, rejected
 
 
-def check_pair_data(path: str | os.PathLike, tokenizer=None, vocab_size: int | None = None) -> dict:
+def check_pair_data(path: str | os.PathLike, tokenizer=None, vocab_size: int | None = None,
+                    max_length: int | None = None) -> dict:
     """Check a preference (DPO) file completely before step 1, as :func:`check_chat_data` does a
-    chat file; every line blank or a pair :func:`parse_pair_line` accepts.  Returns
+    chat file (max_length too); every line blank or a pair :func:`parse_pair_line` accepts.  Returns
     ``{"path", "format", "kind": "pairs", "lines", "documents" (= "pairs"), "pairs", "bytes", "seconds"}``."""
     start = time.perf_counter()
     if not str(path).endswith((".jsonl", ".jsonl.gz")):
@@ -511,21 +577,26 @@ def check_pair_data(path: str | os.PathLike, tokenizer=None, vocab_size: int | N
     if tokenizer is not None and vocab_size is not None and backend_of(tokenizer).get_vocab_size() > vocab_size:
         raise DataError(path, f"分词器 (tokenizer) 的词表比模型的 vocab_size {vocab_size} 大")
     n_lines = n_pairs = n_bytes = 0
+    prompts: list[str] = []
+    fit = tokenizer is not None and max_length is not None
     for n_lines, raw, pair in _parsed_lines(path, parse_pair_line):
         n_bytes += len(raw)
         n_pairs += pair is not None
+        if fit and pair is not None:  # chosen and rejected share the prompt
+            prompts.append(_prompt_text(pair[0]))
     if n_pairs == 0:
         raise DataError(path, "文件里没有偏好对 (no pairs)：文件是空的或只有空行")
+    reach = check_replies_fit(path, prompts, tokenizer, max_length) if fit else {}
     return {"path": str(path), "format": "jsonl.gz" if str(path).endswith(".gz") else "jsonl",
             "kind": "pairs", "lines": n_lines, "documents": n_pairs, "pairs": n_pairs, "bytes": n_bytes,
-            "seconds": time.perf_counter() - start}
+            **reach, "seconds": time.perf_counter() - start}
 
 
 def describe_pairs(summary: dict) -> str:
     """One log line for a summary of :func:`check_pair_data`."""
     return (f"偏好数据检查通过 (preference data check passed)：{summary['path']}，"
             f"{summary['pairs']:,} 对 (chosen, rejected)，{summary['bytes'] / 1e6:.1f} MB，"
-            f"{summary['seconds']:.2f} 秒")
+            f"{summary['seconds']:.2f} 秒{_describe_cut(summary)}")
 
 
 # ---- entry point ------------------------------------------------------------------------------
@@ -571,4 +642,5 @@ def describe(summary: dict) -> str:
 __all__ = ["DataError", "check_pretrain_data", "check_jsonl", "check_packed", "describe",
            "check_chat_data", "describe_chat", "parse_chat_line", "decode_json_line", "CHAT_ROLES",
            "iter_jsonl", "load_sidecar", "parse_jsonl_line", "read_jsonl_lines",
-           "tokenizer_fingerprint", "tokenizer_ids", "FINGERPRINT_FIELD"]
+           "tokenizer_fingerprint", "tokenizer_ids", "FINGERPRINT_FIELD", "check_pair_data",
+           "describe_pairs", "check_replies_fit"]

@@ -34,8 +34,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show", type=int, default=1, metavar="K", help="每个任务打印前 K 个回答（默认 1，0 = 不打印）")
 
 
-def _progress(done: int, total: int) -> None:
-    print(f"\r已生成 {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+class _Progress:
+    """Answers done so far, the time spent and an estimate of the time left, on stderr: one
+    line rewritten in place on a terminal, a new line every 10 seconds otherwise (a log, a notebook)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.clock, self.tty = time.perf_counter, sys.stderr.isatty()
+        self.start = self.shown = self.clock()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if not self.tty and done < total and now - self.shown < 10:
+            return
+        self.shown = now
+        spent = now - self.start
+        left = spent / max(done, 1) * (total - done)
+        line = f"已生成 {done}/{total} 个回答，用时 {spent:.0f} 秒" + (f"，预计还要 {left:.0f} 秒" if done < total else "")
+        if self.tty:
+            print("\r" + line, end="" if done < total else "\n", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,12 +73,18 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"找不到权重文件 (weights) {args.model}：训练命令把它写在 --save_dir 里，"
                          "例如 out/full_sft_512.pth")
     prompts = load_prompts(args.prompts, args.limit)
-    tokenizer = load_tokenizer(args.tokenizer)
+    try:
+        tokenizer = load_tokenizer(args.tokenizer)
+    except FileNotFoundError as e:
+        raise ValueError(f"--tokenizer：{e}") from None
     try:
         model, config_path = load_model(args.model, args.device, lora=args.lora)
+        print(f"评分 (eval)：{len(prompts)} 条提示，每条最多生成 {args.max_new_tokens} 个 token"
+              + ("" if args.limit else "（快速试跑：--limit 30 只评前 30 条，六种任务各 5 条）")
+              + "……", file=sys.stderr, flush=True)
         report = evaluate(model, tokenizer, prompts, args.device, max_new_tokens=args.max_new_tokens,
                           greedy=not args.sample, batch_size=args.batch_size, num_threads=args.threads,
-                          progress=_progress if sys.stderr.isatty() else None)
+                          progress=_Progress())
     except NotImplementedError as e:
         print(f"错误：模型还有没写完的部分：{e}。先通过 00–08 的检查，或者用参考实现 "
               "WORKBOOK_IMPL=solutions 试跑。", file=sys.stderr)

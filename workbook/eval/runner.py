@@ -145,25 +145,46 @@ def load_model(weights: str | Path, device="cpu", lora: str | Path | None = None
     read from the file).  Returns (model, config path or None).
     """
     from workbook.config import MiniMindConfig
-    from workbook.export import model_config_kwargs
     from workbook.model.causal_lm import MiniMindForCausalLM
-    from workbook.train.checkpoint import load_weights
+    from workbook.train.checkpoint import load_weights, model_config_kwargs
 
     kwargs, config_path = model_config_kwargs(weights)
     model = MiniMindForCausalLM(MiniMindConfig(**kwargs))
     load_weights(model, weights)
     if lora is not None:
-        import torch
-
-        from workbook.model.lora import apply_lora, load_lora
-
-        adapter = torch.load(lora, map_location="cpu", weights_only=True)
-        ranks = {v.shape[0] for k, v in adapter.items() if k.endswith(".A.weight")}
-        if len(ranks) != 1:
-            raise ValueError(f"{lora} 不像 LoRA 适配器文件：找不到统一秩的 *.lora.A.weight（{sorted(adapter)[:3]}）")
-        apply_lora(model, rank=ranks.pop())
-        load_lora(model, lora)
+        attach_lora(model, lora, weights)
     return model.to(device).eval(), config_path
+
+
+def attach_lora(model, lora: str | Path, weights: str | Path = "") -> None:
+    """Stage 15's apply_lora (at the adapter file's rank) and load_lora; ValueError, naming the
+    file, for a missing file, a file that is not an adapter, or an adapter of another model."""
+    import torch
+
+    from workbook.model.lora import apply_lora, load_lora
+    from workbook.train.checkpoint import safe_load
+
+    lora = Path(lora)
+    if not lora.is_file():
+        raise ValueError(f"--lora：找不到 LoRA 适配器 (adapter) {lora}：python -m workbook.train.lora 把它存成 "
+                         "{save_dir}/{lora_name}_{hidden}.pth，例如 out/lora/lora_identity_320.pth")
+    adapter = safe_load(lora, "LoRA 适配器")
+    a_weights = ({k: v for k, v in adapter.items() if isinstance(v, torch.Tensor) and k.endswith(".A.weight")}
+                 if isinstance(adapter, dict) else {})
+    ranks = {v.shape[0] for v in a_weights.values()}
+    if len(ranks) != 1:
+        keys = sorted(adapter)[:3] if isinstance(adapter, dict) else type(adapter).__name__
+        raise ValueError(f"--lora {lora} 不像 LoRA 适配器文件：找不到统一秩的 *.lora.A.weight（{keys}）")
+    hidden = model.config.hidden_size
+    widths = {v.shape[1] for v in a_weights.values()}
+    if widths != {hidden}:
+        raise ValueError(f"--lora {lora} 是给 {'/'.join(map(str, sorted(widths)))} 宽的模型训练的，"
+                         f"而 {weights or '这个模型'} 是 {hidden} 宽：适配器只能装在训练它时的那个基座模型上。")
+    apply_lora(model, rank=ranks.pop())
+    try:
+        load_lora(model, lora)
+    except (RuntimeError, KeyError) as e:  # a learner's load_lora may raise these on a mismatch
+        raise ValueError(f"--lora {lora} 装不上 {weights or '这个模型'}：{str(e).splitlines()[0][:300]}") from None
 
 
 def load_tokenizer(path: str | Path = DEFAULT_TOKENIZER):

@@ -20,10 +20,11 @@ def make_dataset(path: str, tokenizer, max_length: int):
     return SFTDataset(path, tokenizer, max_length)
 
 
-def check_data(path: str, tokenizer, vocab_size: int) -> dict:
+def check_data(path: str, tokenizer, vocab_size: int, max_length: int | None = None) -> dict:
     from ..data.validate import check_chat_data
 
-    return check_chat_data(path, tokenizer=tokenizer, vocab_size=vocab_size)
+    # max_length: --max_seq_len; a run whose every reply is cut away is refused before step 1
+    return check_chat_data(path, tokenizer=tokenizer, vocab_size=vocab_size, max_length=max_length)
 
 
 def describe_data(summary: dict) -> str:

@@ -56,8 +56,7 @@ def teacher_config(args):
     """The teacher's MiniMindConfig and weights path: every field from the config JSON beside its
     weights, the teacher flags over it, and MiniMind's 768 wide, 16 layers where neither says."""
     from ..config import MiniMindConfig
-    from ..export import model_config_kwargs
-    from .checkpoint import weight_name
+    from .checkpoint import model_config_kwargs, weight_name
 
     flags = {"hidden_size": args.teacher_hidden_size, "num_hidden_layers": args.teacher_num_layers}
     if args.from_teacher_weight.endswith(".pth"):

@@ -42,6 +42,8 @@ def extra_arguments(p) -> None:
                    help="β：隐式奖励 β·(log π − log π_ref) 的温度；越大越不许偏离参考模型")
     p.add_argument("--length_normalize", type=int, default=1, choices=[0, 1],
                    help="1 = MiniMind：序列对数概率取回答 token 的平均；0 = DPO 论文和 TRL：取总和")
+    p.add_argument("--val_pairs", type=int, default=64,
+                   help="训练结束时在验证集的前多少对上算奖励准确率（0 = 全部；不算就 --samples 0 或 --val_path ''）")
 
 
 class PairTensors(Dataset):
@@ -68,10 +70,11 @@ def make_dataset(path: str, tokenizer, max_length: int):
     return PairTensors(DPODataset(path, tokenizer, max_length))
 
 
-def check_data(path: str, tokenizer, vocab_size: int) -> dict:
+def check_data(path: str, tokenizer, vocab_size: int, max_length: int | None = None) -> dict:
     from ..data.validate import check_pair_data
 
-    return check_pair_data(path, tokenizer=tokenizer, vocab_size=vocab_size)
+    # max_length: --max_seq_len; a run whose every reply is cut away is refused before step 1
+    return check_pair_data(path, tokenizer=tokenizer, vocab_size=vocab_size, max_length=max_length)
 
 
 def describe_data(summary: dict) -> str:
@@ -98,7 +101,11 @@ class DPOObjective(Paired):
     def log_probs(self, input_ids, labels):
         """Per-token log-probs of the policy (with grad) and of the reference, (2B, T) each."""
         from .dpo_loss import logits_to_log_probs
+        from .trainer import trim_padding
 
+        # the pairs are padded to --max_seq_len (1024 by default) but rarely longer than 300
+        # tokens: the positions after the last answer token change nothing (causal), so skip them
+        input_ids, labels = trim_padding(input_ids, labels)
         x, y, mask = _halves(input_ids, labels)
         out = self.model(x)
         policy = logits_to_log_probs(out.logits, y)
@@ -121,8 +128,11 @@ def prepare_model(model, args):
         raise ConfigError(f"--beta 必须是有限的正数，现在是 {args.beta}")
     if args.from_weight == "none":
         raise ConfigError("--from_weight none：DPO 要从一个会对话的模型（SFT 之后）开始，参考模型就是它的拷贝")
+    if args.val_pairs < 0:
+        raise ConfigError(f"--val_pairs 不能是负数，现在是 {args.val_pairs}")
     objective = DPOObjective(model, make_ref_model(model), args.beta, bool(args.length_normalize))
     objective.val_path, objective.max_seq_len = args.val_path, args.max_seq_len
+    objective.val_pairs, objective.show_progress = args.val_pairs or None, not args.no_progress
     return objective
 
 
@@ -131,21 +141,30 @@ save_weights = save_trained_weights
 
 @torch.no_grad()
 def evaluate_pairs(objective: DPOObjective, dataset: Dataset, device, batch_size: int = 8,
-                   limit: int | None = None) -> dict:
-    """On held-out pairs: DPO loss, reward accuracy (share with r_chosen > r_rejected), mean
-    margin, and the mean implicit rewards r = β·(log π − log π_ref) of chosen and rejected."""
+                   limit: int | None = None, show: bool = False) -> dict:
+    """On held-out pairs (the first `limit`, or all): DPO loss, reward accuracy (share with
+    r_chosen > r_rejected), mean margin, and the mean implicit rewards r = β·(log π − log π_ref)
+    of chosen and rejected.  show: a progress bar."""
+    import itertools
+    import math
+    import sys
+
+    from tqdm.auto import tqdm
+
     from .dpo_loss import dpo_loss, sequence_log_probs
 
     was_training = objective.model.training
     objective.model.eval()
     n = total_loss = correct = 0
     sums = {"chosen": 0.0, "rejected": 0.0}
+    if limit is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+    batches = math.ceil(len(dataset) / batch_size)
     # batches cut to their longest pair: the log-probs of the real tokens do not change
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=TrimPadding(PAD_ID))
-    for k, (x, y) in enumerate(loader):
-        if limit is not None and n >= limit:
-            break
-        policy, ref, mask, _ = objective.log_probs(x.to(device), y.to(device))
+    for x, y in tqdm(itertools.islice(loader, batches), total=batches, desc="验证偏好对 (validation pairs)",
+                     unit="batch", leave=False, disable=not show, file=sys.stdout, dynamic_ncols=True):
+        policy, ref, mask, _ = objective.log_probs(x.to(device), y.to(device))  # trims the padding
         b = x.shape[0]
         total_loss += dpo_loss(ref, policy, mask, objective.beta,
                                length_normalize=objective.length_normalize).item() * b
@@ -173,7 +192,10 @@ def sample(model, tokenizer, device, n: int) -> dict:
     shown = _answers(model, tokenizer, device, n)
     objective = unwrap(model)
     if getattr(objective, "val_path", ""):
-        pairs = evaluate_pairs(objective, make_dataset(objective.val_path, tokenizer, objective.max_seq_len), device)
+        limit = getattr(objective, "val_pairs", None)
+        print(f"在验证集的{f'前 {limit} 对' if limit else '全部偏好对'}上算奖励准确率（--val_pairs）……", flush=True)
+        pairs = evaluate_pairs(objective, make_dataset(objective.val_path, tokenizer, objective.max_seq_len), device,
+                               limit=limit, show=getattr(objective, "show_progress", False))
         shown["metrics"].update({f"val_{k}": v for k, v in pairs.items()})
         shown["notes"].append(f"验证集 {pairs['pairs']} 对上的奖励准确率 (reward accuracy) {pairs['reward_accuracy']:.1%}："
                               f"chosen 的隐式奖励 {pairs['chosen_reward']:+.4f}，rejected 的 {pairs['rejected_reward']:+.4f}")

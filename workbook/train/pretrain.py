@@ -35,7 +35,7 @@ def make_dataset(path: str, tokenizer, max_length: int):
     return PretrainDataset(path, tokenizer, max_length)
 
 
-def check_data(path: str, tokenizer, vocab_size: int) -> dict:
+def check_data(path: str, tokenizer, vocab_size: int, max_length: int | None = None) -> dict:
     from ..data.validate import check_pretrain_data
 
     return check_pretrain_data(path, tokenizer=tokenizer, vocab_size=vocab_size)
