@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="采样的随机种子：同一段对话、同一个种子，回答一样")
     p.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER), help="分词器目录，默认 data/tokenizer")
     p.add_argument("--device", default="cpu", help="cpu 或 cuda:0 …")
+    from .train.shapes import add_shape_arguments
+    add_shape_arguments(p)
 
 
 class Conversation:
@@ -94,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         raise ValueError(f"--tokenizer：{e}") from None
     try:
-        model, _ = load_model(args.model, args.device, lora=args.lora)
+        from .train.shapes import shape_overrides
+        model, _ = load_model(args.model, args.device, lora=args.lora, shape=shape_overrides(args))
     except NotImplementedError as e:
         print(f"错误：模型还有没写完的部分：{e}。先通过 00–08 的检查，或者用参考实现 "
               "WORKBOOK_IMPL=solutions 试跑。", file=sys.stderr)

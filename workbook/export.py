@@ -284,7 +284,7 @@ def export_hf(weights: str | Path, out: str | Path, *, config_kwargs: dict | Non
         raise ValueError(f"--dtype 只能是 {'/'.join(DTYPES)}，不是 {dtype!r}")
     report = {} if report is None else report
     out = Path(out)
-    kwargs, report["config_json"] = model_config_kwargs(weights, config_kwargs)
+    kwargs, report["config_json"] = model_config_kwargs(weights, config_kwargs, infer=True)
     config = MiniMindConfig(**kwargs)
     if llama:
         llama_config(config)  # a MoE config raises NotALlama here, before the weights are read

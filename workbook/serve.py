@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max_tokens", type=int, default=256, help="请求没给 max_tokens 时最多生成多少 token")
     p.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER), help="分词器目录，默认 data/tokenizer")
     p.add_argument("--device", default="cpu", help="cpu 或 cuda:0 …")
+    from .train.shapes import add_shape_arguments
+    add_shape_arguments(p)
 
 
 def make_app(model, tokenizer, name: str = "minimind", default_max_tokens: int = 256, device="cpu"):
@@ -180,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         raise ValueError(f"--tokenizer：{e}") from None
     try:
-        model, _ = load_model(args.model, args.device, lora=args.lora)
+        from .train.shapes import shape_overrides
+        model, _ = load_model(args.model, args.device, lora=args.lora, shape=shape_overrides(args))
     except NotImplementedError as e:
         print(f"错误：模型还有没写完的部分：{e}。先通过 00–08 的检查，或者用参考实现 "
               "WORKBOOK_IMPL=solutions 试跑。", file=sys.stderr)

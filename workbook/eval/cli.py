@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..train.shapes import add_shape_arguments, shape_overrides
 from .runner import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPTS, DEFAULT_TOKENIZER
 
 HELP = "用固定的提示集给模型的回答打分（体裁、题目、停止）：SFT 前后对比"
@@ -32,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", action="store_true",
                    help="采样 (temperature 0.8, top-p 0.9, 固定种子) 而不是贪心解码 (greedy)")
     p.add_argument("--show", type=int, default=1, metavar="K", help="每个任务打印前 K 个回答（默认 1，0 = 不打印）")
+    add_shape_arguments(p)
 
 
 class _Progress:
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         raise ValueError(f"--tokenizer：{e}") from None
     try:
-        model, config_path = load_model(args.model, args.device, lora=args.lora)
+        model, config_path = load_model(args.model, args.device, lora=args.lora, shape=shape_overrides(args))
         print(f"评分 (eval)：{len(prompts)} 条提示，每条最多生成 {args.max_new_tokens} 个 token"
               + ("" if args.limit else "（快速试跑：--limit 30 只评前 30 条，六种任务各 5 条）")
               + "……", file=sys.stderr, flush=True)
@@ -91,9 +93,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     report["settings"].update(weights=str(args.model), config=str(config_path) if config_path else None,
                               lora=args.lora)
-    if config_path is None:
-        print(f"注意：{args.model} 旁边没有 *_config.json，模型形状用了 MiniMindConfig 的默认值。",
-              file=sys.stderr)
     print(format_table(report))
     if args.show:
         shown: dict = {}

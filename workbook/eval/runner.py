@@ -136,11 +136,12 @@ def evaluate(model, tokenizer, prompts: list[dict], device="cpu",
     return report
 
 
-def load_model(weights: str | Path, device="cpu", lora: str | Path | None = None):
+def load_model(weights: str | Path, device="cpu", lora: str | Path | None = None, shape: dict | None = None):
     """A MiniMindForCausalLM of the current WORKBOOK_IMPL with `weights` loaded (eval mode).
 
     The shape comes from ``{weights stem}_config.json`` beside the weights (the trainers write
-    it); without that file, MiniMindConfig's defaults.  `lora`: an adapter file of
+    it); without that file, from the weights' own shapes (``train/shapes.py``); `shape` (flags,
+    None = not given) overrides either.  `lora`: an adapter file of
     ``python -m workbook.train.lora`` to attach with stage 15's apply_lora / load_lora (its rank is
     read from the file).  Returns (model, config path or None).
     """
@@ -148,7 +149,7 @@ def load_model(weights: str | Path, device="cpu", lora: str | Path | None = None
     from workbook.model.causal_lm import MiniMindForCausalLM
     from workbook.train.checkpoint import load_weights, model_config_kwargs
 
-    kwargs, config_path = model_config_kwargs(weights)
+    kwargs, config_path = model_config_kwargs(weights, shape, infer=True)
     model = MiniMindForCausalLM(MiniMindConfig(**kwargs))
     load_weights(model, weights)
     if lora is not None:

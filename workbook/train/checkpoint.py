@@ -295,11 +295,14 @@ def config_beside(weights: str | os.PathLike) -> Path:
     return weights.with_name(weights.stem + CONFIG_SUFFIX)
 
 
-def model_config_kwargs(weights: str | os.PathLike, overrides: dict | None = None) -> tuple[dict, Path | None]:
+def model_config_kwargs(weights: str | os.PathLike, overrides: dict | None = None, *,
+                        infer: bool = False) -> tuple[dict, Path | None]:
     """MiniMindConfig keyword arguments for `weights`, and the config JSON they came from.
 
-    The JSON beside the weights (when it exists) gives every field; each override that is not
-    None replaces one.  An explicit ``inference_rope_scaling`` also drops the saved
+    The JSON beside the weights (when it exists) gives every field; without it, and with `infer`,
+    the fields the tensors determine are read off the weights (``train/shapes.py``: hidden size,
+    layers, vocabulary, FFN width, MoE, key/value heads).  Each override that is not None replaces
+    one.  An explicit ``inference_rope_scaling`` also drops the saved
     ``rope_scaling``, so that the config derives it again from the flag.  ValueError names a
     config file that is not a JSON object.
     """
@@ -321,6 +324,13 @@ def model_config_kwargs(weights: str | os.PathLike, overrides: dict | None = Non
             raise ValueError(f"模型配置 (config) {path} 应该是一个 JSON 对象 (MiniMindConfig.to_dict())")
         saved = {k: v for k, v in data.items() if k in fields}
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if infer and not path.is_file():
+        # no JSON (a MiniMind2 checkpoint): what the tensors determine, read off them (train/shapes.py)
+        import sys
+
+        from .shapes import describe, infer_config_kwargs
+        saved = infer_config_kwargs(safe_load(weights, "权重"), given.get("num_attention_heads"))
+        print(describe(saved, "num_attention_heads" in given), file=sys.stderr)
     if "inference_rope_scaling" in given:
         saved.pop("rope_scaling", None)
     return {**saved, **given}, (path if path.is_file() else None)

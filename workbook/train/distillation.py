@@ -65,7 +65,7 @@ def teacher_config(args):
         hidden = args.teacher_hidden_size or 768
         path = Path(args.save_dir) / f"{weight_name(args.from_teacher_weight, hidden, False)}.pth"
     try:
-        kwargs, _ = model_config_kwargs(path, flags)
+        kwargs, _ = model_config_kwargs(path, flags, infer=path.is_file())
     except ValueError as e:
         raise ConfigError(str(e)) from None
     kwargs.setdefault("hidden_size", 768)

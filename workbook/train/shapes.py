@@ -74,3 +74,22 @@ def describe(kwargs: dict, heads_given: bool) -> str:
     return (f"没有 *_config.json：形状取自权重——hidden {kwargs['hidden_size']}、{kwargs['num_hidden_layers']} 层、"
             f"词表 {kwargs['vocab_size']}、FFN {kwargs['intermediate_size']}{moe}、"
             f"{kwargs['num_attention_heads']} 个 q 头 / {kwargs['num_key_value_heads']} 个 kv 头{heads}")
+
+
+SHAPE_FLAGS = (("hidden_size", int), ("num_hidden_layers", int), ("num_attention_heads", int),
+               ("num_key_value_heads", int), ("vocab_size", int), ("intermediate_size", int),
+               ("rope_theta", float), ("max_position_embeddings", int))
+
+
+def add_shape_arguments(p) -> None:
+    """The shape flags of eval, chat and serve: each overrides the config JSON (or what the weights say)."""
+    for flag, kind in SHAPE_FLAGS:
+        p.add_argument(f"--{flag}", type=kind, default=None,
+                       help="不给时用权重旁边的 *_config.json；没有它时从权重的形状推出来（注意力头数默认 8）")
+    p.add_argument("--use_moe", type=int, default=None, choices=[0, 1], help="1 = 混合专家 (MoE) 模型")
+
+
+def shape_overrides(args) -> dict:
+    given = {flag: getattr(args, flag, None) for flag, _ in SHAPE_FLAGS}
+    given["use_moe"] = None if getattr(args, "use_moe", None) is None else bool(args.use_moe)
+    return given
