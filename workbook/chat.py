@@ -14,7 +14,6 @@ model code of the current mode, like every command: your own, or the reference w
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 HELP = "在终端里和你的模型聊天：流式输出、多轮历史、/reset 清空、/exit 退出"
@@ -82,13 +81,11 @@ def reply(model, tokenizer, ids: list[int], sampling, max_new_tokens: int, devic
     return text
 
 
-def run(args: argparse.Namespace) -> int:
+def load(args: argparse.Namespace):
+    """(model in eval mode, tokenizer) from chat's or serve's flags; ValueError names bad input."""
     from .eval.runner import load_model, load_tokenizer
-    from .model.generate import Sampling
+    from .train.shapes import shape_overrides
 
-    sampling = Sampling(temperature=args.temperature, top_p=args.top_p, seed=args.seed)  # ValueError: exit 2
-    if args.max_new_tokens < 1:
-        raise ValueError(f"--max_new_tokens {args.max_new_tokens}：至少 1")
     if not Path(args.model).is_file():
         raise ValueError(f"找不到权重文件 (weights) {args.model}")
     try:
@@ -96,13 +93,20 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         raise ValueError(f"--tokenizer：{e}") from None
     try:
-        from .train.shapes import shape_overrides
         model, _ = load_model(args.model, args.device, lora=args.lora, shape=shape_overrides(args))
     except NotImplementedError as e:
-        print(f"错误：模型还有没写完的部分：{e}。先通过 00–08 的检查，或者用参考实现 "
-              "WORKBOOK_IMPL=solutions 试跑。", file=sys.stderr)
-        return 2
-    model.eval()
+        raise ValueError(f"模型还有没写完的部分：{e}。先通过 00–08 的检查，或者用参考实现 "
+                         "WORKBOOK_IMPL=solutions 试跑。") from None
+    return model.eval(), tokenizer
+
+
+def run(args: argparse.Namespace) -> int:
+    from .model.generate import Sampling
+
+    sampling = Sampling(temperature=args.temperature, top_p=args.top_p, seed=args.seed)  # ValueError: exit 2
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max_new_tokens {args.max_new_tokens}：至少 1")
+    model, tokenizer = load(args)
     conversation = Conversation(tokenizer, args.system, model.config.max_position_embeddings, args.max_new_tokens)
     print(f"和 {Path(args.model).name} 聊天（{'贪心' if sampling.greedy else f'temperature {args.temperature}'}）。"
           f"/reset 清空对话，/exit 退出。", flush=True)
@@ -134,4 +138,4 @@ def run(args: argparse.Namespace) -> int:
         conversation.turns.append({"role": "assistant", "content": answer})
 
 
-__all__ = ["HELP", "add_arguments", "run", "reply", "Conversation"]
+__all__ = ["HELP", "add_arguments", "load", "run", "reply", "Conversation"]

@@ -167,28 +167,13 @@ def make_app(model, tokenizer, name: str = "minimind", default_max_tokens: int =
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     import uvicorn
 
-    from .eval.runner import load_model, load_tokenizer
+    from .chat import load
 
-    if not Path(args.model).is_file():
-        raise ValueError(f"找不到权重文件 (weights) {args.model}")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port}：要在 1–65535 之间")
-    try:
-        tokenizer = load_tokenizer(args.tokenizer)
-    except FileNotFoundError as e:
-        raise ValueError(f"--tokenizer：{e}") from None
-    try:
-        from .train.shapes import shape_overrides
-        model, _ = load_model(args.model, args.device, lora=args.lora, shape=shape_overrides(args))
-    except NotImplementedError as e:
-        print(f"错误：模型还有没写完的部分：{e}。先通过 00–08 的检查，或者用参考实现 "
-              "WORKBOOK_IMPL=solutions 试跑。", file=sys.stderr)
-        return 2
-    model.eval()
+    model, tokenizer = load(args)
     app = make_app(model, tokenizer, args.name, args.max_tokens, args.device)
     print(f"在 http://{args.host}:{args.port}/v1 提供 {args.name}（{Path(args.model).name}）；"
           f"浏览器打开 http://{args.host}:{args.port}/ 聊天。Ctrl-C 停止。", flush=True)
