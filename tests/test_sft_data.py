@@ -275,7 +275,11 @@ def test_eval_command_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "none.pth")]) == 2
     assert "错误：找不到权重文件" in capsys.readouterr().err
     (tmp_path / "w.pth").write_bytes(b"")
+    # an empty file without a config beside it: its shape cannot be read off it — one line
+    assert main(["eval", str(tmp_path / "w.pth"), "--limit", "1"]) == 2
+    assert "读不出来" in capsys.readouterr().err
     # learner mode on a fresh clone: the model is still a stub — one line, no traceback
+    (tmp_path / "w_config.json").write_text("{}", encoding="utf-8")
     assert main(["eval", str(tmp_path / "w.pth"), "--limit", "1"]) == 2
     assert "模型还有没写完的部分" in capsys.readouterr().err
 
