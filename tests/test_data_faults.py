@@ -150,7 +150,7 @@ def test_gzip_named_wrongly_either_way(tmp_path, val_lines):
 @pytest.mark.parametrize("name, content", [
     ("empty.jsonl", b""),
     ("blank.jsonl", b"\n  \n\n"),
-    ("empty.jsonl.gz", gzip.compress(b"")),
+    ("empty.jsonl.gz", gzip.compress(b"", mtime=0)),
 ])
 def test_empty_file_has_no_samples(tmp_path, name, content):
     path = tmp_path / name
