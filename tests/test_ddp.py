@@ -150,9 +150,10 @@ def _moe_worker(rank: int, out_dir: str) -> None:
     """Rank 1 feeds one repeated token: every position has the same hidden state, so all of them
     pick the same top-2 experts and the other experts receive no token on that rank.
 
-    The ranks meet through a file, not a TCP port picked in advance: on a busy machine another
-    process can take such a port between the pick and the start (torchrun's tests cover env://).
-    A collective that waits longer than 60 s raises instead of hanging."""
+    The ranks meet through a TCP store on a port the system picks for rank 0 (port 0), which rank 0
+    passes on through a file: a port picked in advance can be taken by another process on a busy
+    machine, and a file:// store can hang for minutes at teardown while the last rank removes its
+    file (torchrun's tests cover env://). A collective that waits longer than 60 s raises."""
     from datetime import timedelta
 
     import torch.distributed as dist
@@ -163,8 +164,21 @@ def _moe_worker(rank: int, out_dir: str) -> None:
     d = _modes.reference_module("train.distributed")
     Config = _modes.reference_module("config").MiniMindConfig
     LM = _modes.reference_module("model.causal_lm").MiniMindForCausalLM
-    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=2,
-                            timeout=timedelta(seconds=60))
+    port_file = Path(out_dir) / "port"
+    if rank == 0:
+        store = dist.TCPStore("127.0.0.1", 0, 2, is_master=True, timeout=timedelta(seconds=60),
+                              wait_for_workers=False)
+        port_file.with_suffix(".tmp").write_text(str(store.port))
+        port_file.with_suffix(".tmp").replace(port_file)  # rank 1 never reads half a number
+    else:
+        deadline = time.time() + 120
+        while not port_file.exists():
+            if time.time() > deadline:
+                raise TimeoutError("rank 0 never published its store port")
+            time.sleep(0.05)
+        store = dist.TCPStore("127.0.0.1", int(port_file.read_text()), 2, is_master=False,
+                              timeout=timedelta(seconds=60))
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=2, timeout=timedelta(seconds=60))
     info = d.DistInfo(True, rank, rank, 2, torch.device("cpu"))
     torch.manual_seed(0)
     model = LM(Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
