@@ -9,12 +9,29 @@ from pathlib import Path
 
 
 def plot_history(history: dict, path: Path, title: str) -> Path:
-    """Train loss (one point per log line) and validation loss against the optimizer step."""
+    """Train loss (one point per log line) and validation loss against the optimizer step; a
+    trainer's own figures (history["extra"]: GRPO's reward and KL) in a second panel."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    extra = history.get("extra") or []
+    if extra:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+        steps = [s for s, _ in extra]
+        for key in extra[-1][1]:
+            if key == "kl":
+                continue
+            ax2.plot(steps, [d.get(key, float("nan")) for _, d in extra], label=key, lw=1)
+        ax2.set_xlabel("optimizer step"); ax2.set_title(f"{title}: reward"); ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=7)
+        if "kl" in extra[-1][1]:
+            kl_ax = ax2.twinx()
+            kl_ax.plot(steps, [d.get("kl", float("nan")) for _, d in extra], "k--", lw=1, label="KL")
+            kl_ax.set_ylabel("KL (k3, per token)")
+            kl_ax.legend(loc="lower right", fontsize=7)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4))
     if history["train"]:
         s, l = zip(*history["train"])
         ax.plot(s, l, label="train loss", lw=1)

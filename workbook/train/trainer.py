@@ -84,6 +84,13 @@ class Task:
     # fp16, and a LoRA adapter is merged into them (None: finite as it is; the written file is
     # checked either way)
     saved_dtype: torch.dtype | None = SAVED_DTYPE
+    # Optional, for trainers whose loss is not the whole story (GRPO: reward, KL, length):
+    # log_extra(model) -> {name: float}, the objective's own figures since the previous log line,
+    #   called on every rank at each log (averaged over ranks), printed, sent to wandb and kept in
+    #   the history (the plot's second panel); count_tokens False: the loop's tok/s (labelled
+    #   tokens of the batch) means nothing for this trainer and is not shown.
+    log_extra: Callable[[torch.nn.Module], dict] | None = None
+    count_tokens: bool = True
 
     @classmethod
     def of_module(cls, module_name: str, **fields) -> "Task":
@@ -92,7 +99,7 @@ class Task:
         module = sys.modules[module_name]
         hooks = {k: getattr(module, k) for k in ("make_dataset", "check_data", "describe_data", "sample",
                                                    "extra_arguments", "prepare_model", "weight_stem",
-                                                   "save_weights") if hasattr(module, k)}
+                                                   "save_weights", "log_extra") if hasattr(module, k)}
         return cls(**fields, **hooks)
 
 
@@ -601,8 +608,8 @@ class _Run:
             return
         loss = torch.stack(live["losses"]).float().mean().item()
         tok_s = float(live["tokens"]) / (now - live["since"])
-        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
-                             tok_s=f"{tok_s:,.0f}")
+        rate = {"tok_s": f"{tok_s:,.0f}"} if self.task.count_tokens else {}
+        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", **rate)
         live.update(losses=[], tokens=0, since=now)
 
     def _on_log(self, log) -> None:
@@ -613,18 +620,38 @@ class _Run:
             log.tokens *= info.world_size
         # every rank sees the same (averaged) loss, so every rank stops together
         guards.check_finite_loss(log.loss, f"epoch {log.epoch + 1} 第 {log.step} 个 micro-step")
+        extra = self._log_extra()
         if not self.main_process:
             return
         tok_s = log.tokens / max(log.seconds, 1e-9)
         s = self.schedule.opt_step(log.epoch, log.step)
         self.history["train"].append((s, log.loss))
-        self.bar.set_postfix(loss=f"{log.loss:.3f}", lr=f"{log.lr:.2e}", tok_s=f"{tok_s:,.0f}")
+        if extra:
+            self.history.setdefault("extra", []).append((s, extra))
+        rate = {"tok_s": f"{tok_s:,.0f}"} if self.task.count_tokens else {}
+        self.bar.set_postfix(loss=f"{log.loss:.3f}", lr=f"{log.lr:.2e}", **rate,
+                             **{k: f"{v:.3g}" for k, v in list(extra.items())[:2]})
         if self.args.no_progress:
+            shown = "".join(f" {k} {v:.4g}" for k, v in extra.items())
             print(f"epoch {log.epoch + 1} micro-step {log.step}/{log.iters} (optimizer step {s}) loss {log.loss:.4f} "
-                  f"lm {log.lm_loss:.4f} aux {log.aux_loss:.4f} lr {log.lr:.3e} {tok_s:,.0f} tok/s", flush=True)
+                  f"lm {log.lm_loss:.4f} aux {log.aux_loss:.4f} lr {log.lr:.3e}"
+                  + (f" {tok_s:,.0f} tok/s" if self.task.count_tokens else "") + shown, flush=True)
+        elif extra:
+            self.bar.write(f"optimizer step {s}:" + "".join(f" {k} {v:.4g}" for k, v in extra.items()))
         if self.wandb_run is not None:
             self.wandb_run.log({"loss": log.loss, "lm_loss": log.lm_loss, "aux_loss": log.aux_loss,
-                                "lr": log.lr, "tokens_per_s": tok_s}, step=s)
+                                "lr": log.lr, **({"tokens_per_s": tok_s} if self.task.count_tokens else {}),
+                                **extra}, step=s)
+
+    def _log_extra(self) -> dict:
+        """The task's own figures since the previous log (log_extra), averaged over the ranks."""
+        if self.task.log_extra is None:
+            return {}
+        extra = self.task.log_extra(unwrap(self.model))
+        if extra and self.info.ddp:
+            t = torch.tensor(list(extra.values()), dtype=torch.float32, device=self.device)
+            extra = dict(zip(extra, self.distributed.reduce_mean(t, self.info).tolist()))
+        return extra
 
     def _on_step_end(self, step: int) -> bool:
         args = self.args
