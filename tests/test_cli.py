@@ -114,10 +114,11 @@ def test_progress_counts_minimind_trainers_rebuilt_with_the_learners_code():
     def res(done_ids):
         return [SimpleNamespace(stage=s, done=s.id in done_ids) for s in STAGES]
 
-    assert "0/5" in trainers_line(res(set())) and "· train_dpo.py" in trainers_line(res(set()))
+    assert "MiniMind 的 6 个训练脚本" in trainers_line(res(set()))
+    assert "0/6" in trainers_line(res(set())) and "· train_dpo.py" in trainers_line(res(set()))
     # pretrain needs the model head, the dataset, the loop and DDP; SFT its own stage on top
     line = trainers_line(res({"08", "10", "11", "12", "14"}))
-    assert "2/5" in line and "✓ train_pretrain.py" in line and "✓ train_full_sft.py" in line
+    assert "2/6" in line and "✓ train_pretrain.py" in line and "✓ train_full_sft.py" in line
     assert "· train_lora.py" in line
     line = trainers_line(res({s.id for s in STAGES}))
-    assert "5/5" in line and "全部训练脚本都用你自己的代码重写了" in line
+    assert "6/6" in line and "✓ train_grpo.py" in line and "全部训练脚本都用你自己的代码重写了" in line

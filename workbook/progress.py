@@ -54,12 +54,12 @@ def results(mode: str | None = None, timeout: float | None = None,
 
 
 def trainers_line(res: list[harness.Result]) -> str:
-    """MiniMind's five trainers: ✓ where every stage a trainer runs on passes with the learner's code."""
+    """MiniMind's trainers (stages.TRAINERS): ✓ where every stage a trainer runs on passes with the learner's code."""
     done = {r.stage.id for r in res if r.done}
     marks = [f"{'✓' if set(needs) <= done else '·'} {script}" for script, _, needs in stages.TRAINERS]
     rebuilt = sum(m.startswith("✓") for m in marks)
     tail = "：MiniMind 的全部训练脚本都用你自己的代码重写了" if rebuilt == len(marks) else ""
-    return f"MiniMind 的五个训练脚本 (trainers)，{rebuilt}/{len(marks)} 已用你的代码重写{tail}：" + "  ".join(marks)
+    return f"MiniMind 的 {len(marks)} 个训练脚本 (trainers)，{rebuilt}/{len(marks)} 已用你的代码重写{tail}：" + "  ".join(marks)
 
 
 def table(res: list[harness.Result] | None = None) -> str:

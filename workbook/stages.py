@@ -16,7 +16,7 @@ class Stage:
     modules: tuple[str, ...] = ()  # exercise modules, dotted, relative to the `workbook` package
     requires: tuple[str, ...] = ()  # stage ids whose checks must pass first
     goal: str = ""  # what the learner writes, one line (Chinese)
-    part: int = 1  # 1: build and pretrain MiniMind (00-13); 2: post-training, MiniMind's other trainers; 3: data
+    part: int = 1  # 1: build and pretrain MiniMind (00-13); 2: post-training, MiniMind's other trainers; 3: data and RL
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -70,14 +70,16 @@ STAGES: tuple[Stage, ...] = (
           "写蒸馏损失 distillation_loss 和它与交叉熵的混合：小学生模型向大老师模型学", part=2),
     Stage("18", "clean_dedup", "清洗与去重 (cleaning & dedup)", ("data.clean",), (),
           "写规范化、过滤规则（返回丢弃原因）、精确去重、MinHash + LSH 近似去重和去污染", part=3),
+    Stage("20", "grpo", "组相对策略优化 (GRPO)", ("train.grpo_loss",), ("14",),
+          "写分组采样、completion 掩码、组内相对优势、k3 KL 和 GRPO 损失：用能检查的奖励强化模型自己的采样", part=3),
 )
 
 BY_ID: dict[str, Stage] = {s.id: s for s in STAGES}
 PARTS = {1: "第一部分：从零搭起 MiniMind 并预训练 (Part 1: build & pretrain)",
          2: "第二部分：后训练 (Part 2: post-training, MiniMind 的另外四个训练脚本)",
-         3: "第三部分：数据工程 (Part 3: data engineering)"}
+         3: "第三部分：数据工程与强化学习 (Part 3: data engineering & RL)"}
 
-# MiniMind's five trainers, the workbook command that rebuilds each, and the stages whose code it
+# MiniMind's six trainers (pretrain, SFT, LoRA, DPO, distillation, GRPO), the workbook command that rebuilds each, and the stages whose code it
 # runs on: a trainer counts as rebuilt when all of them pass with the learner's own code.
 TRAINERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("train_pretrain.py", "workbook.train.pretrain", ("08", "10", "11", "12")),
@@ -85,6 +87,7 @@ TRAINERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("train_lora.py", "workbook.train.lora", ("15",)),
     ("train_dpo.py", "workbook.train.dpo", ("16",)),
     ("train_distillation.py", "workbook.train.distillation", ("17",)),
+    ("train_grpo.py", "workbook.train.grpo", ("20",)),
 )
 
 # dotted module (relative to `workbook`) -> stage id

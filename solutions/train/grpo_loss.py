@@ -29,7 +29,7 @@ def repeat_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, num_ge
 
     input_ids, attention_mask: (B, P), left-padded prompts.  Returns two (B·G, P) tensors with row
     ``b·G + g`` = prompt b (``repeat_interleave`` along dim 0, not ``repeat``, which would put
-    prompt b at rows b, b + B, b + 2B, …).
+    prompt b at rows b, b + B, b + 2B, …).  num_generations < 1 raises ValueError.
     """
     if num_generations < 1:
         raise ValueError(f"num_generations must be at least 1, got {num_generations}")
@@ -67,6 +67,8 @@ def completion_log_probs(logits: torch.Tensor, completion_ids: torch.Tensor) -> 
     with completion_ids.  Returns (N, R) float32::
 
         out[i, t] = log_softmax(logits[i, K − R − 1 + t].float())[completion_ids[i, t]]
+
+    Fewer than R + 1 kept positions (K < R + 1) raises ValueError: no alignment would be right.
     """
     r = completion_ids.shape[1]
     if logits.shape[1] < r + 1:
@@ -87,7 +89,8 @@ def group_advantages(rewards: torch.Tensor, num_generations: int, eps: float = 1
         A = (A − mean(A)) / (std(A) + 1e-8)     over the whole batch
 
     A group whose completions all scored the same gives 0 before the batch step: nothing to learn
-    from it.  Needs G ≥ 2 (one sample has no spread to compare with).
+    from it.  Needs G ≥ 2 (one sample has no spread to compare with) and rewards of shape (B·G,):
+    ValueError otherwise.
     """
     if num_generations < 2:
         raise ValueError(f"GRPO compares the completions of one prompt: num_generations must be >= 2, "
