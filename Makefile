@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # writes it.  Two set-ups months apart install the same versions.
 LOCK   := constraints.txt
 
-.PHONY: setup lab test test-fast clean showcase lock base-model sft-demo lora-demo dpo-demo distill-demo funnel clean-bench clean-leak clean-compare
+.PHONY: setup lab test test-fast clean showcase lock base-model sft-demo lora-demo dpo-demo distill-demo grpo-demo funnel clean-bench clean-leak clean-compare
 
 setup: $(STAMP)
 
@@ -137,6 +137,13 @@ dpo-demo: setup
 # CE alone against the shipped SFT model as teacher at T = 1 and 2 (α 0.5), same steps and seed.
 distill-demo: setup
 	WORKBOOK_IMPL=solutions $(PY) bench/distill_compare.py --report data/base/distill_compare.json $(DISTILL_ARGS)
+
+# Stage 20's measured effect: GRPO from data/base/full_sft_320.pth with the checkable reward (form,
+# stop, rhyme, tones), against offline DPO and DPO on on-policy pairs at the same budget (100
+# updates on 16 answers each), with the reference code; greedy answers to the 120 held-out requests
+# graded before and after.  Report data/base/grpo_compare.json, curves data/base/grpo_curves.png.
+grpo-demo: setup
+	WORKBOOK_IMPL=solutions $(PY) bench/grpo_compare.py --report data/base/grpo_compare.json $(GRPO_ARGS)
 
 # Stage 18's measured funnel (reference code, ~1 minute of CPU): the raw poems (data/poetry_raw.jsonl.xz)
 # through normalisation, the drop rules, exact and MinHash/LSH near-duplicate removal and
