@@ -130,9 +130,9 @@ def k3_kl(policy_log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.
     """
     # TODO(learner):
     #   What: d = ref − logp per token, then exp(d) − d − 1.  Same shape out.
-    #   Why: −d alone (k1) is an unbiased but noisy estimate of KL(π ‖ π_ref) that is negative
-    #   for about half the tokens; adding exp(d) − 1, whose mean under π is 0, keeps it unbiased
-    #   and makes every term ≥ 0 (e^x ≥ 1 + x).
+    #   Why: −d alone (k1) is an unbiased but noisy estimate of KL(π ‖ π_ref), negative on every
+    #   token the reference likes more than the policy (d > 0); adding exp(d) − 1, whose mean
+    #   under π is 0, keeps it unbiased and makes every term ≥ 0 (e^x ≥ 1 + x).
     #   Pitfall: the sign of d (ref minus policy, not the other way); not d² / 2 (that is k2).
     raise NotImplementedError(
         "TODO(20 grpo): 在 workbook/train/grpo_loss.py 里写 k3_kl，见 notebooks/20_grpo.ipynb")
@@ -156,8 +156,9 @@ def grpo_loss(policy_log_probs: torch.Tensor, ref_log_probs: torch.Tensor, advan
     #   What: the per-token loss −(ratio · A − β · kl) with ratio = exp(logp − logp.detach()) and
     #   kl = k3_kl(logp, ref.detach()), A broadcast over each row's tokens; then the mean of each
     #   completion's masked tokens, then the mean over completions.  Returns a 0-d tensor.
-    #   Why: the ratio is 1 in value but its gradient is ∇logp, so the gradient is A · ∇logp per
-    #   token (REINFORCE); + β · kl in the loss pulls the policy back toward the reference.
+    #   Why: the ratio is 1 in value but its gradient is ∇logp, so minimising −ratio · A raises
+    #   logp where A > 0 and lowers it where A < 0 (REINFORCE); + β · kl in the loss pulls the
+    #   policy back toward the reference.
     #   Pitfall: no gradient into the reference (detach it); do not detach the ratio as a whole
     #   (only the logp inside it); the sign of β · kl; each completion weighs the same (a mean per
     #   row, then over rows, not one mean over every masked token); divide by the row's mask
