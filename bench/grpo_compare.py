@@ -70,7 +70,8 @@ def grade(weights: Path, out: Path) -> dict:
             shi += 1
             rhymed += r.form == 1 and r.rhyme == 1.0
     overall = report["overall"]
-    return {"pass": round(overall["pass"], 4), "form": round(overall["form"], 4),
+    return {"overall": {k: round(overall[k], 4) for k in ("pass", "form", "stopped")},
+            "pass": round(overall["pass"], 4), "form": round(overall["form"], 4),
             "tasks": {t: round(v["pass"], 4) for t, v in report["tasks"].items()},
             **{k: round(v / max(n, 1), 4) for k, v in parts.items()},
             "all_rhyme_regulated": round(rhymed / max(shi, 1), 4), "regulated": shi, "poem_requests": n,
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"steps": args.steps, "answers_per_step": 16, "start": str(START.relative_to(ROOT)),
               "machine": f"{os.cpu_count()} CPU cores, load average at start {os.getloadavg()[0]:.1f}",
               "dtype": "float32", "rows": [{"run": "sft (start)", "seconds": 0, "grader": grade(START, args.out)}]}
+    report["rows"][0]["reward"] = report["rows"][0]["grader"]["reward"]
     for name in runs:
         row: dict = {"run": name}
         if name == "grpo":
@@ -175,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             row.update(learning_rate=args.dpo_lr, beta=0.1, pairs=n, sampling_seconds=sample_seconds,
                        seconds=round(sample_seconds + got["train_seconds"], 1))
         row["grader"] = grade(got["weights"], args.out)
+        row["reward"] = row["grader"]["reward"]
         report["rows"].append(row)
     report["total_seconds"] = round(time.perf_counter() - began, 1)
     report["load_average_at_end"] = round(os.getloadavg()[0], 1)
