@@ -8,6 +8,8 @@ uses the reference) and the same budget — ``--steps`` optimizer updates on 16 
 
 - ``grpo``: ``python -m workbook.train.grpo`` on data/grpo_prompts.jsonl.gz, 2 prompts × 8 samples
   per step, the checkable reward (form, stop, rhyme, tones);
+- ``grpo_loose``: the same with the rhyme rule that lets one rhyme character repeat
+  (``--reward_distinct_rhymes 0``): the reward hole GRPO finds (repeated_rhyme_char);
 - ``dpo``: ``python -m workbook.train.dpo`` on the offline pairs (data/dpo_train.jsonl.gz), 8 pairs
   per step (the paper's summed log-prob, β 0.1: dpo-demo's best setting);
 - ``dpo_onpolicy``: the start model answers ``2 × steps`` GRPO prompts 8 times each (as much
@@ -55,7 +57,7 @@ def grade(weights: Path, out: Path) -> dict:
     report = json.loads(report_path.read_text(encoding="utf-8"))
     prompts = {p["id"]: p for p in load_prompts(ROOT / "data" / "sft_eval_prompts.jsonl")}
     parts = {"rhyme": 0.0, "tones": 0.0, "reward": 0.0, "repetitive": 0.0}
-    n = shi = rhymed = 0
+    n = shi = rhymed = formed = repeated = 0
     for a in report["answers"]:
         p = prompts[a["id"]]
         if p["task"] not in POEM_TASKS:
@@ -66,6 +68,10 @@ def grade(weights: Path, out: Path) -> dict:
         parts["tones"] += r.tones
         parts["reward"] += r.total
         parts["repetitive"] += r.repetitive
+        if r.form:  # the hack the strict rhyme rule closes: one rhyme character used twice
+            formed += 1
+            ends = [line[-1] for line in clauses(split_title_line(a["answer"])[1])[1::2] if line]
+            repeated += len(set(ends)) < len(ends)
         if form_of_pattern(p["form"]["pattern"]) and len(p["form"]["pattern"]) in (4, 8):
             shi += 1
             rhymed += r.form == 1 and r.rhyme == 1.0
@@ -75,19 +81,20 @@ def grade(weights: Path, out: Path) -> dict:
             "tasks": {t: round(v["pass"], 4) for t, v in report["tasks"].items()},
             **{k: round(v / max(n, 1), 4) for k, v in parts.items()},
             "all_rhyme_regulated": round(rhymed / max(shi, 1), 4), "regulated": shi, "poem_requests": n,
+            "repeated_rhyme_char": round(repeated / max(formed, 1), 4), "form_kept": formed,
             "eval_seconds": seconds,
             "answers": [{"request": a["request"], "answer": a["answer"]} for a in report["answers"]
                         if prompts[a["id"]]["task"] in ("form_poem", "continue")][:4]}
 
 
-def train_grpo(out: Path, steps: int, lr: float, beta: float, extra: list[str]) -> dict:
-    seconds = run(["-m", "workbook.train.grpo", "--from_weight", START, "--save_dir", out, "--save_weight", "grpo",
+def train_grpo(out: Path, steps: int, lr: float, beta: float, extra: list[str], name: str = "grpo") -> dict:
+    seconds = run(["-m", "workbook.train.grpo", "--from_weight", START, "--save_dir", out, "--save_weight", name,
                    "--max_steps", steps, "--learning_rate", lr, "--beta", beta, "--log_interval", 5,
                    "--save_interval", 50, "--sample_interval", 25, "--samples", 0, *COMMON, *extra])
     import torch
 
-    history = torch.load(out / "grpo_320_resume.pth", weights_only=True)["history"]
-    return {"weights": out / "grpo_320.pth", "train_seconds": seconds, "curve": history.get("extra", [])}
+    history = torch.load(out / f"{name}_320_resume.pth", weights_only=True)["history"]
+    return {"weights": out / f"{name}_320.pth", "train_seconds": seconds, "curve": history.get("extra", [])}
 
 
 def train_dpo(out: Path, name: str, data: Path, steps: int, lr: float) -> dict:
@@ -128,21 +135,21 @@ def plot(curve: list, path: Path) -> None:
 
 
 def table(report: dict) -> str:
-    head = (f"{'run':<16}{'train s':>9}{'pass':>7}{'form':>7}{'ci':>6}{'multi':>7}{'rhyme':>7}{'押全韵':>7}"
-            f"{'tones':>7}{'reward':>8}{'repeat':>7}")
+    head = (f"{'run':<16}{'train s':>9}{'pass':>7}{'form':>7}{'ci':>6}{'multi':>7}{'rhyme':>7}{'all rhyme':>10}"
+            f"{'same end':>9}{'tones':>7}{'reward':>8}{'repeat':>7}")
     lines = [head]
     for row in report["rows"]:
         g = row["grader"]
         lines.append(f"{row['run']:<16}{row.get('seconds', 0):>9.0f}{g['pass']:>7.1%}{g['form']:>7.1%}"
                      f"{g['tasks'].get('ci', 0):>6.0%}{g['tasks'].get('multi_turn', 0):>7.0%}{g['rhyme']:>7.3f}"
-                     f"{g['all_rhyme_regulated']:>7.1%}{g['tones']:>7.3f}{g['reward']:>8.3f}{g['repetitive']:>7.1%}")
+                     f"{g['all_rhyme_regulated']:>10.1%}{g['repeated_rhyme_char']:>9.1%}{g['tones']:>7.3f}{g['reward']:>8.3f}{g['repetitive']:>7.1%}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=100, help="optimizer updates per run (16 answers each)")
-    ap.add_argument("--runs", default="grpo,dpo,dpo_onpolicy")
+    ap.add_argument("--runs", default="grpo,grpo_loose,dpo,dpo_onpolicy")
     ap.add_argument("--lr", type=float, default=3e-5, help="GRPO's learning rate")
     ap.add_argument("--dpo_lr", type=float, default=2e-5, help="the DPO runs' learning rate (dpo-demo's)")
     ap.add_argument("--beta", type=float, default=0.02, help="GRPO's β")
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--curves", type=Path, default=ROOT / "data" / "base" / "grpo_curves.png")
     args = ap.parse_args(argv)
     runs = [r for r in args.runs.split(",") if r]
-    unknown = set(runs) - {"grpo", "dpo", "dpo_onpolicy"}
+    unknown = set(runs) - {"grpo", "grpo_loose", "dpo", "dpo_onpolicy"}
     if unknown or args.steps < 1:
         ap.error(f"--runs: unknown {sorted(unknown)}" if unknown else f"--steps must be >= 1, got {args.steps}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -168,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
             plot(got["curve"], args.curves)
             row.update(learning_rate=args.lr, beta=args.beta, seconds=got["train_seconds"],
                        curve=[(s, {k: round(v, 4) for k, v in d.items()}) for s, d in got["curve"]])
+        elif name == "grpo_loose":  # the rhyme rule before 不重韵: does GRPO find the hole?
+            got = train_grpo(args.out, args.steps, args.lr, args.beta,
+                             ["--reward_distinct_rhymes", "0", *args.grpo_args.split()], name="grpo_loose")
+            row.update(learning_rate=args.lr, beta=args.beta, seconds=got["train_seconds"],
+                       reward_distinct_rhymes=False)
         elif name == "dpo":
             got = train_dpo(args.out, "dpo_offline", ROOT / "data" / "dpo_train.jsonl.gz", args.steps, args.dpo_lr)
             row.update(learning_rate=args.dpo_lr, beta=0.1, seconds=got["train_seconds"])

@@ -75,6 +75,17 @@ def test_degenerate_text_collects_no_rhyme_or_tones():
     assert not real.repetitive and real.rhyme == 1.0 and real.total > same.total
 
 
+def test_a_repeated_rhyme_character_does_not_rhyme():
+    # 云 … 云 … 中: the second 云 rhymes with nothing but itself (不重韵); the hackable rule paid for it
+    poem = "云光连海月，风暖入山云。水色连山影，山光入海云。不知何处见，应向白云中。"
+    strict = R.score(poem, [5, 5, 5, 5, 5, 5], stopped=True)
+    loose = R.score(poem, [5, 5, 5, 5, 5, 5], stopped=True, distinct_rhymes=False)
+    assert strict.rhyme == pytest.approx(1 / 3) and loose.rhyme == pytest.approx(2 / 3)
+    assert not strict.repetitive  # no run of three, no line twice: only the rhyme rule sees it
+    real = R.score("床前明月光，疑是地上霜。举头望明月，低头思故乡。", [5, 5, 5, 5], stopped=True)
+    assert real.rhyme == 1.0  # two different rhyme characters in one group
+
+
 def test_a_title_line_is_not_part_of_the_poem():
     with_title = R.score("《静夜思》李白\n床前明月光，疑是地上霜。举头望明月，低头思故乡。", [5, 5, 5, 5], True)
     assert with_title.form == 1.0 and with_title.rhyme == 1.0

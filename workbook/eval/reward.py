@@ -14,7 +14,8 @@ reward model; for a poetry model every part of this reward is a rule a learner c
   in Mandarin, another approximation): even lines end on 平, and inside each line the 2nd and 4th
   (and 6th) characters alternate (二四不同, 二四六分明);
 - **repetition** — a guard against reward hacking: the same character three times in a row, or
-  the same line twice, zeroes the rhyme and tone parts (``AAAAA，AAAAA`` rhymes perfectly).
+  the same line twice, zeroes the rhyme and tone parts (``AAAAA，AAAAA`` rhymes perfectly); and a
+  rhyme character used twice (``…云 / …云``) does not rhyme (不重韵), a hack GRPO found without it.
 
 ``score(answer, pattern, stopped)`` returns every part and their weighted ``total``.
 """
@@ -64,10 +65,20 @@ def level(char: str) -> str | None:
     return None if tone is None else ("平" if tone <= 2 else "仄")
 
 
-def rhyme_score(lines: list[str]) -> float:
+def rhyme_score(lines: list[str], distinct: bool = True) -> float:
     """Share of the even lines' last characters in the most common rhyme group (1.0: all rhyme).
-    Fewer than two even lines: nothing to rhyme, 0."""
-    groups = [reading(line[-1])[0] for line in lines[1::2] if line]
+    Fewer than two even lines: nothing to rhyme, 0.
+
+    distinct: a rhyme character used again (云 … 云) counts as not rhyming (不重韵: classical verse
+    does not rhyme a character with itself).  Without it the rule pays for repeating one ending,
+    and GRPO learns to (``make grpo-demo`` measures it); ``distinct=False`` is that hackable rule.
+    """
+    ends = [line[-1] for line in lines[1::2] if line]
+    seen: set[str] = set()
+    groups = []
+    for char in ends:
+        groups.append(None if distinct and char in seen else reading(char)[0])
+        seen.add(char)
     if len(groups) < 2:
         return 0.0
     known = [g for g in groups if g is not None]
@@ -111,8 +122,10 @@ class Reward:
         return asdict(self)
 
 
-def score(answer: str, pattern: list[int], stopped: bool, *, tones: bool = True) -> Reward:
+def score(answer: str, pattern: list[int], stopped: bool, *, tones: bool = True,
+          distinct_rhymes: bool = True) -> Reward:
     """Every part of the reward of `answer` to a request for a poem of clause lengths `pattern`.
+    distinct_rhymes: see :func:`rhyme_score` (False: a repeated rhyme character still rhymes).
 
     total = 1.0·form + 0.5·stop + 0.5·rhyme + 0.25·tones (tones only when asked); rhyme and tones
     count only when the form is right (so a wrong shape cannot collect them) and the text is not
@@ -122,7 +135,7 @@ def score(answer: str, pattern: list[int], stopped: bool, *, tones: bool = True)
     lines = clauses(body)
     form = float(matches_pattern([len(c) for c in lines], pattern))
     degenerate = repetitive(lines)
-    rhyme = rhyme_score(lines) if form and not degenerate else 0.0
+    rhyme = rhyme_score(lines, distinct_rhymes) if form and not degenerate else 0.0
     tone = tone_score(lines) if form and not degenerate and tones else 0.0
     stop = float(stopped)
     total = (WEIGHTS["form"] * form + WEIGHTS["stop"] * stop + WEIGHTS["rhyme"] * rhyme

@@ -44,6 +44,8 @@ def extra_arguments(p) -> None:
     p.add_argument("--temperature", type=float, default=0.8, help="采样温度（GRPO 要多样的回答，必须 > 0）")
     p.add_argument("--reward_tones", type=int, default=1, choices=[0, 1],
                    help="1 = 奖励里算上平仄 (tones)；0 = 只算体裁、停止和押韵")
+    p.add_argument("--reward_distinct_rhymes", type=int, default=1, choices=[0, 1],
+                   help="1 = 同一个韵脚字用两次不算押韵（不重韵）；0 = 算（可以被钻空子的旧规则，见第 20 课）")
     p.add_argument("--sample_interval", type=int, default=0,
                    help="每多少个 micro-step 打印一组里最好和最差的回答；0 = 和 --log_interval 一样")
 
@@ -140,6 +142,7 @@ class GRPOObjective(Paired):
         self.eos, self.pad = tokenizer.eos_token_id, tokenizer.pad_token_id or 0
         self.G, self.beta, self.max_gen_len = args.num_generations, args.beta, args.max_gen_len
         self.temperature, self.tones, self.seed = args.temperature, bool(args.reward_tones), args.seed
+        self.distinct_rhymes = bool(args.reward_distinct_rhymes)
         self.sample_interval = args.sample_interval or args.log_interval
         self.rank = 0
         self.show = True
@@ -160,7 +163,7 @@ class GRPOObjective(Paired):
         seed = hash((self.seed, self.rank, int(self.calls))) & (2**31 - 1)
         return generate(self.model, rows, self.max_gen_len, self.eos, pad_token_id=self.pad,
                         sampling=Sampling(temperature=self.temperature, seed=seed), batch_size=len(rows),
-                        device=prompt_ids.device, num_threads=None)
+                        device=prompt_ids.device, num_threads=1)  # one token per step: tiny matrices
 
     def rewards(self, completions: list[list[int]], patterns: list[list[int]]) -> tuple[torch.Tensor, list]:
         from ..eval.reward import score
@@ -168,7 +171,8 @@ class GRPOObjective(Paired):
         scored = []
         for row, pattern in zip(completions, patterns):
             text = self.tokenizer.decode(row, skip_special_tokens=True).strip()
-            scored.append((text, score(text, pattern, stopped=self.eos in row, tones=self.tones)))
+            scored.append((text, score(text, pattern, stopped=self.eos in row, tones=self.tones,
+                                       distinct_rhymes=self.distinct_rhymes)))
         return torch.tensor([r.total for _, r in scored], dtype=torch.float32), scored
 
     def forward(self, input_ids, labels=None):
@@ -236,6 +240,10 @@ class GRPOObjective(Paired):
         best = max(group, key=lambda s: s[1].total)
         worst = min(group, key=lambda s: s[1].total)
         tqdm.write(f"—— micro-step {int(self.calls)} 的一组（{self.G} 个回答）：…{request}")
+        if best[1].total == worst[1].total:
+            tqdm.write(f"  {self.G} 个回答的 reward 都是 {best[1].total:.2f}：优势全是 0，这一组不推动模型。例如："
+                       f"{best[0].replace(chr(10), ' / ')[:80]}")
+            return
         for label, (text, r) in (("最好", best), ("最差", worst)):
             flat = text.replace("\n", " / ")
             tqdm.write(f"  {label} reward {r.total:.2f}（form {r.form:.0f} stop {r.stop:.0f} rhyme {r.rhyme:.2f} "
