@@ -52,7 +52,9 @@ def test_grpo_samples_scores_and_trains(prompts, tmp_path):
     assert all(0 <= d["reward"] <= 2.25 and 0 <= d["form"] <= 1 and d["length"] > 0 for d in logs), logs
     assert logs[-1]["kl"] > 0, "the policy never moved away from the reference"
     assert "tok/s" not in out.stdout.split("micro-step 1/")[1].splitlines()[0]  # no made-up token rate
-    assert "的一组（4 个回答）" in out.stdout and "最好 reward" in out.stdout  # a group shown
+    # a group shown: its best and worst answers, or that all four scored the same
+    assert "的一组（4 个回答）" in out.stdout, out.stdout[-2000:]
+    assert "最好 reward" in out.stdout or "个回答的 reward 都是" in out.stdout, out.stdout[-2000:]
     assert "留出请求上贪心回答的平均 reward" in out.stdout
     weights = torch.load(tmp_path / "grpo_320.pth", weights_only=True)
     base = torch.load(SFT, weights_only=True)
