@@ -394,7 +394,9 @@ def build_eval(pools: Pools, seed: str) -> list[dict]:
         for i, (kind, rec) in enumerate(recs):
             if i % EVAL_SYSTEM_EVERY == EVAL_SYSTEM_EVERY - 1:
                 add_system(rec, rng, kind)
-            reference = rec["messages"].pop()["content"]
+            # the whole conversation must be well-formed before its last answer becomes the reference
+            reference = instruct.to_chat_record(rec["messages"], task)["conversations"].pop()["content"]
+            rec["messages"].pop()
             records.append({"id": f"{task}-{i + 1:02d}", "task": task, "messages": rec["messages"],
                             "system": rec["system"], "form": rec["form"],
                             "title": rec.get("title"), "expected": rec.get("expected"),
