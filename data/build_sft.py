@@ -51,6 +51,7 @@ from pathlib import Path
 
 from workbook.data import instruct  # stage 19: the learner's file, or the reference (WORKBOOK_IMPL)
 from workbook.data.instruct import CN, SYSTEM_PROMPTS  # noqa: F401 (build_lora.py imports them from here)
+from workbook.data.validate import DataError, decode_json_line
 from workbook.eval.forms import HAN, SHI_FORMS, clauses, form_of_pattern, pattern_of
 from workbook.eval.tasks import SFT_TASKS as TASKS  # the six SFT tasks (TASKS also holds the LoRA task)
 
@@ -119,18 +120,17 @@ def load_split(path: Path, split: str) -> list[Poem]:
     """Every poem of a corpus file, in file order, with its kind, pattern and shi form."""
     texts = []
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
+        with gzip.open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.strip():
                     continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise SystemExit(f"{path}:{lineno}: 不是 JSON ({e.msg})") from None
+                rec = decode_json_line(raw, path, lineno)  # DataError "file:line: …" on bad bytes or JSON
                 if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                    raise SystemExit(f'{path}:{lineno}: 每行要是 {{"text": "《题目》作者\\n正文"}}')
+                    raise DataError(path, '每行要是 {"text": "《题目》作者\\n正文"}', lineno)
                 texts.append(rec["text"])
-    except (OSError, EOFError, UnicodeDecodeError) as e:
+    except DataError as e:
+        raise SystemExit(str(e)) from None
+    except (OSError, EOFError) as e:
         raise SystemExit(f"{path}: 读不了这个文件：{type(e).__name__}: {e}") from None
     total, n_tang = CORPUS[split]
     if len(texts) != total:

@@ -70,7 +70,7 @@ def test_builder_refuses_a_malformed_conversation_from_the_learner(monkeypatch, 
     assert not list(tmp_path.glob("sft_poetry_*"))
 
 
-@pytest.mark.parametrize("line, says", [(b"{not json\n", "不是 JSON"), (b'{"title": "x"}\n', '每行要是 {"text"')])
+@pytest.mark.parametrize("line, says", [(b"{not json\n", "不是合法的 JSON"), (b'{"title": "x"}\n', '每行要是 {"text"')])
 def test_bad_corpus_line_is_named_with_file_and_line(tmp_path, line, says):
     path = tmp_path / "pretrain_poetry_val.jsonl.gz"
     with gzip.open(path, "wb") as f:
