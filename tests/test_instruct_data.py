@@ -78,3 +78,19 @@ def test_bad_corpus_line_is_named_with_file_and_line(tmp_path, line, says):
     with pytest.raises(SystemExit) as e:
         build_sft.load_split(path, "val")
     assert f"{path}:2:" in str(e.value) and says in str(e.value)
+
+
+def test_measured_comparison_is_the_one_the_readmes_state():
+    # make instruct-compare (bench/instruct_compare.py): the figures quoted in README.md, data/README.md, notebook 19
+    report = json.loads((DATA / "base" / "instruct_compare.json").read_text(encoding="utf-8"))
+    assert all(report["builds"]["shipped"]["identical_to_shipped"].values())
+    assert report["builds"]["record"]["leaks"]["with_a_grader_request_poem"] > 0
+    readmes = [(ROOT / "README.md").read_text(encoding="utf-8"), (DATA / "README.md").read_text(encoding="utf-8")]
+    notebook = (ROOT / "notebooks" / "19_instruction_data.ipynb").read_text(encoding="utf-8")
+    assert all(f"{r['overall']['pass']:.1%}" in notebook for r in report["runs"].values())
+    runs = report["runs"]
+    assert {r["steps"] for r in runs.values()} == {report["settings"]["steps"]}
+    line = " / ".join(f"{runs[v]['overall']['pass']:.1%}" for v in ("shipped", "record", "equal_mix"))
+    for text in readmes:
+        assert line in text
+        assert f"{runs['shipped']['val_loss']:.3f} / {runs['record']['val_loss']:.3f}" in text
