@@ -16,12 +16,24 @@ couplet → the rest), name_form (a poem → its form or 词牌), give_title (a 
 multi_turn (a poem or ci, then "再写一首同样体裁的" → another of the same form).  Forms are read from
 the poems' shapes with workbook/eval/forms.py, the rules the grader uses.
 
+The core is stage 19's (``workbook/data/instruct.py``; ``notebooks/19_instruction_data.ipynb``):
+the templates and the chat shape of each conversation (``task_messages``, ``to_chat_record``), the
+split by poem (``straddling_poems``: a train poem that shares a long line with a validation poem
+is the same poem, and stays out of training), the task mix (``mix_counts``) and the
+decontamination against the grader's requests (``contaminated_by_requests``).  Like the trainers,
+this script runs **whichever implementation the mode switch serves**: your file in learner mode,
+the reference with ``WORKBOOK_IMPL=solutions`` (which rebuilds the shipped files byte for byte).
+What stays here is the plumbing: reading the corpus, the 词牌 table, the pools and the balanced
+draws over forms, the grader's metadata, the files.
+
 Deterministic: every choice comes from ``random.Random`` seeded with a fixed string, the input is
 read in file order, and gzip is written without a timestamp, so a rebuild is byte-identical.
 
     python data/build_sft.py                 # ~5 s of CPU; prints the counts and token figures
     python data/build_sft.py --table         # also the 词牌 table (Markdown, as in data/README.md)
     python data/build_sft.py --out-dir /tmp/sft --no-tokens
+    python data/build_sft.py --out-dir /tmp/leaky --split record   # no split by poem, no
+                                                 # decontamination: the leaky variant (bench/instruct_compare.py)
 """
 from __future__ import annotations
 
@@ -32,10 +44,14 @@ import json
 import os
 import random
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbook.data import instruct  # stage 19: the learner's file, or the reference (WORKBOOK_IMPL)
+from workbook.data.instruct import CN, SYSTEM_PROMPTS  # noqa: F401 (build_lora.py imports them from here)
+from workbook.data.validate import DataError, decode_json_line
 from workbook.eval.forms import HAN, SHI_FORMS, clauses, form_of_pattern, pattern_of
 from workbook.eval.tasks import SFT_TASKS as TASKS  # the six SFT tasks (TASKS also holds the LoRA task)
 
@@ -52,88 +68,30 @@ CIPAI_MIN_POEMS = 30
 CIPAI_MIN_SHARE = 0.8
 UNKNOWN_TUNE = "失调名"  # "tune name lost": not a 词牌
 
-# A train poem that shares a body line of at least this many characters with a validation poem
-# (the same poem under another title or author) is left out of the training conversations.
+# A train poem that shares a body line of at least this many Han characters with a validation poem
+# (the same poem under another title or author) is left out of the training conversations
+# (stage 19's straddling_poems; build_lora.py and build_dpo.py compare the lines as written).
 LEAK_MIN_CHARS = 8
 TITLE_RE = re.compile(f"[{HAN}]{{2,12}}")  # titles a request can use: 2–12 characters, no series number
 
-TRAIN_COUNTS = {"form_poem": 6000, "ci": 3000, "continue": 3000, "name_form": 3000,
-                "give_title": 3000, "multi_turn": 2000}
-VAL_COUNTS = {"form_poem": 150, "ci": 80, "continue": 100, "name_form": 90, "give_title": 100,
-              "multi_turn": 60}
 EVAL_PER_TASK = 20
-CI_SHARE = {"name_form": 1 / 3, "multi_turn": 1 / 4}  # the rest of these two tasks are shi
 SYSTEM_EVERY = 8    # about 1 conversation in 8 starts with a system prompt (train and val)
 EVAL_SYSTEM_EVERY = 4  # every 4th eval prompt of a task has one (5 of 20)
 # The order tasks draw their poems in (a poem serves one conversation): the pickiest pools first.
 DRAW_ORDER = ("ci", "form_poem", "multi_turn", "give_title", "continue", "name_form")
 TITLED_TASKS = ("form_poem", "multi_turn", "give_title")  # they need a usable title
 
-CN = {2: "两", 4: "四", 5: "五", 6: "六", 7: "七", 8: "八"}
-
-# ---- the requests -------------------------------------------------------------------------------
-
-FORM_POEM = [
-    "请以《{title}》为题，写一首{form}。",
-    "写一首{form}，题目是《{title}》。",
-    "以《{title}》为题作一首{form}。",
-    "帮我写一首题为《{title}》的{form}。",
-    "我想要一首{form}，题目叫《{title}》。",
-    "请作{form}一首，题为《{title}》。",
-    "题目：《{title}》\n体裁：{form}\n请写出这首诗。",
-    "写一首诗，题目《{title}》，{n}句，每句{chars}个字。",
-]
-CI = [
-    "请按《{tune}》的词牌填一首词。",
-    "用《{tune}》这个词牌写一首词。",
-    "填一首《{tune}》。",
-    "以《{tune}》为调，作词一首。",
-    "请写一阕《{tune}》。",
-    "词牌：{tune}。请填一首词。",
-    "来一首《{tune}》吧。",
-]
-CONTINUE = [
-    "续写这首{form}：\n{first}",
-    "这是一首{form}的第一联，请续写完整：\n{first}",
-    "下面是一首{form}的开头，请接着写完：\n{first}",
-    "以这一联开头，写完一首{form}：\n{first}",
-    "{first}\n这是一首{form}的开头两句，请接着往下写。",
-    "请把这首{form}补完，开头是：\n{first}",
-]
-NAME_FORM = [
-    "下面这首诗是什么体裁？\n{body}",
-    "请判断这首作品的体裁（五言绝句、七言律诗之类；如果是词，说出词牌）：\n{body}",
-    "这首诗词属于哪种体裁？\n{body}",
-    "{body}\n这是什么体裁？",
-    "说出下面作品的体裁：\n{body}",
-]
-GIVE_TITLE = [
-    "给这首诗起个题目：\n{body}",
-    "请为下面这首{form}拟一个题目：\n{body}",
-    "{body}\n请给这首诗加一个标题。",
-    "这首诗应该叫什么题目？\n{body}",
-    "为下面的诗取个题目，用书名号《》括起来：\n{body}",
-]
-AGAIN_SHI = [
-    "再写一首同样体裁的。",
-    "很好。再来一首同样体裁的，题目是《{title}》。",
-    "同样的体裁，换个题目《{title}》再写一首。",
-    "再来一首吧，还是这个体裁。",
-    "再写一首{form}。",
-]
-AGAIN_CI = [
-    "再填一首同样词牌的。",
-    "很好，用同一个词牌再写一首。",
-    "再来一首《{tune}》。",
-]
-# A few fixed system prompts, chosen to fit the poem (shi or ci); none is injected at load time.
-SYSTEM_PROMPTS = {
-    "shi": ["你是一位精通格律的唐代诗人。", "你是古典诗词助手：只写诗词正文，不加解释。",
-            "你是一位耐心的中文古典诗词老师。"],
-    "ci": ["你是一位熟悉各种词牌的宋代词人。", "你是古典诗词助手：只写诗词正文，不加解释。",
-           "你是一位耐心的中文古典诗词老师。"],
-}
-
+# The train and validation mixes: weights per task, apportioned to the sizes by the stage-19
+# function mix_counts (largest remainder); name_form and multi_turn split their share between shi and
+# ci by CI_MIX the same way.
+TRAIN_MIX = {"form_poem": 30, "ci": 15, "continue": 15, "name_form": 15, "give_title": 15, "multi_turn": 10}
+TRAIN_SIZE = 20_000
+VAL_MIX = {"form_poem": 150, "ci": 80, "continue": 100, "name_form": 90, "give_title": 100, "multi_turn": 60}
+VAL_SIZE = 580
+CI_MIX = {"name_form": {"shi": 2, "ci": 1}, "multi_turn": {"shi": 3, "ci": 1}}  # 1/3 and 1/4 ci
+# Decontamination: a train poem that shares a run of this many Han characters with anything the
+# grader's requests show or expect is left out of the training conversations.
+DECONTAMINATE_N = 10
 
 # ---- the corpus ---------------------------------------------------------------------------------
 
@@ -160,8 +118,20 @@ def parse_text(text: str) -> tuple[str, str, str]:
 
 def load_split(path: Path, split: str) -> list[Poem]:
     """Every poem of a corpus file, in file order, with its kind, pattern and shi form."""
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        texts = [json.loads(line)["text"] for line in f if line.strip()]
+    texts = []
+    try:
+        with gzip.open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                rec = decode_json_line(raw, path, lineno)  # DataError "file:line: …" on bad bytes or JSON
+                if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+                    raise DataError(path, '每行要是 {"text": "《题目》作者\\n正文"}', lineno)
+                texts.append(rec["text"])
+    except DataError as e:
+        raise SystemExit(str(e)) from None
+    except (OSError, EOFError) as e:
+        raise SystemExit(f"{path}: 读不了这个文件：{type(e).__name__}: {e}") from None
     total, n_tang = CORPUS[split]
     if len(texts) != total:
         raise SystemExit(f"{path}: {len(texts):,} poems, expected {total:,}: the corpus was rebuilt; "
@@ -229,11 +199,12 @@ class Pools:
 
 
 def make_pools(poems: list[Poem], table: dict, tunes: set[str], banned_lines: set[str] = frozenset(),
-               banned_titles: set[str] = frozenset()) -> Pools:
+               banned_titles: set[str] = frozenset(), leave_out: set[int] = frozenset()) -> Pools:
+    """The pools of `poems`, without those at the indices `leave_out` or with a line in `banned_lines`."""
     pools = Pools(*(collections.defaultdict(list) for _ in range(5)))
     distinct = distinct_tunes(table)
-    for p in poems:
-        if banned_lines and any(ln in banned_lines for ln in p.lines):
+    for i, p in enumerate(poems):
+        if i in leave_out or (banned_lines and any(ln in banned_lines for ln in p.lines)):
             continue
         if p.kind == "ci":
             if p.title in table and list(p.pattern) == table[p.title]["pattern"]:
@@ -319,46 +290,25 @@ def assistant(content: str) -> dict:
     return {"role": "assistant", "content": content}
 
 
-def ask_poem(p: Poem, rng: random.Random) -> str:
-    """The request for poem p: a title and form (shi) or a 词牌 (ci)."""
-    if p.kind == "ci":
-        return rng.choice(CI).format(tune=p.title)
-    n, chars = next(k for k, v in SHI_FORMS.items() if v == p.form)
-    return rng.choice(FORM_POEM).format(title=p.title, form=p.form, n=CN[n], chars=CN[chars])
-
-
 def sample(task: str, poems: tuple, rng: random.Random) -> dict:
-    """One conversation of `task` made from real poems, with what the grader needs to score it."""
+    """One conversation of `task` made from real poems (stage 19's task_messages), with what the
+    grader needs to score it."""
     p = poems[0]
-    rec = {"task": task, "source": [{"title": q.title, "author": q.author} for q in poems]}
+    rec = {"task": task, "source": [{"title": q.title, "author": q.author} for q in poems],
+           "messages": instruct.task_messages(task, poems, rng)}
     if task in ("form_poem", "ci"):
-        rec["messages"] = [user(ask_poem(p, rng)), assistant(p.body)]
         rec.update(form=form_of(p), title=p.title)
     elif task == "continue":
-        first, rest = p.lines[0], "\n".join(p.lines[1:])
-        rec["messages"] = [user(rng.choice(CONTINUE).format(form=p.form, first=first)),
-                           assistant(rest)]
-        rec.update(form=shi_form_record(p.form, skip=2), first_line=first)
+        rec.update(form=shi_form_record(p.form, skip=2), first_line=p.lines[0])
     elif task == "name_form":
-        name = p.form if p.kind == "shi" else p.title
-        answer = p.form if p.kind == "shi" else f"词，词牌是《{p.title}》"
-        rec["messages"] = [user(rng.choice(NAME_FORM).format(body=p.body)), assistant(answer)]
-        rec.update(form=form_of(p), expected=name)
+        rec.update(form=form_of(p), expected=p.form if p.kind == "shi" else p.title)
     elif task == "give_title":
-        rec["messages"] = [user(rng.choice(GIVE_TITLE).format(body=p.body, form=p.form)),
-                           assistant(f"《{p.title}》")]
         rec.update(form=form_of(p), expected=p.title)
     elif task == "multi_turn":
         q = poems[1]
-        first = ask_poem(p, rng)
-        template = rng.choice(AGAIN_CI if p.kind == "ci" else AGAIN_SHI)
-        again = template.format(title=q.title, form=q.form, tune=q.title)
-        rec["messages"] = [user(first), assistant(p.body), user(again), assistant(q.body)]
         # the title / 词牌 the second request names, if it names one (for the record only)
-        named = "{title}" in template or "{tune}" in template
+        named = f"《{q.title}》" in rec["messages"][2]["content"]
         rec.update(form=form_of(q), title=q.title if named else None)
-    else:
-        raise ValueError(task)
     rec["system"] = False
     return rec
 
@@ -378,10 +328,13 @@ def groups_for(task: str, pools: Pools, kind: str) -> tuple[dict, int]:
 
 
 def kinds_for(task: str, n: int) -> list[tuple[str, int]]:
+    """[(kind, count)]: how many of a task's n conversations are shi and how many ci (CI_MIX)."""
     if task == "ci":
         return [("ci", n)]
-    n_ci = round(n * CI_SHARE.get(task, 0))
-    return [("shi", n - n_ci)] + ([("ci", n_ci)] if n_ci else [])
+    if task not in CI_MIX:
+        return [("shi", n)]
+    split = instruct.mix_counts(CI_MIX[task], n)
+    return [("shi", split["shi"])] + ([("ci", split["ci"])] if split["ci"] else [])
 
 
 def fair_caps(pools: Pools, counts: dict) -> dict[str, dict]:
@@ -441,7 +394,9 @@ def build_eval(pools: Pools, seed: str) -> list[dict]:
         for i, (kind, rec) in enumerate(recs):
             if i % EVAL_SYSTEM_EVERY == EVAL_SYSTEM_EVERY - 1:
                 add_system(rec, rng, kind)
-            reference = rec["messages"].pop()["content"]
+            # the whole conversation must be well-formed before its last answer becomes the reference
+            reference = instruct.to_chat_record(rec["messages"], task)["conversations"].pop()["content"]
+            rec["messages"].pop()
             records.append({"id": f"{task}-{i + 1:02d}", "task": task, "messages": rec["messages"],
                             "system": rec["system"], "form": rec["form"],
                             "title": rec.get("title"), "expected": rec.get("expected"),
@@ -492,36 +447,56 @@ def token_stats(conversations: list[dict], tokenizer_dir: Path) -> dict:
             "p99": ordered[int(0.99 * (len(ordered) - 1))], "max": ordered[-1]}
 
 
-def build(corpus_dir: Path, out_dir: Path, tokens: bool = True) -> dict:
-    """Write the three files into out_dir; return the figures data/README.md reports."""
+def leaving_training(train: list[Poem], val: list[Poem], prompts: list[dict]) -> dict[str, list[int]]:
+    """The train poems that stay out of the training conversations, and why (stage 19):
+    "straddling" — the same poem as a validation poem (a shared line of LEAK_MIN_CHARS or more Han
+    characters), "contaminated" — shares DECONTAMINATE_N Han characters in a row with a grader request."""
+    bodies = [p.body for p in train]
+    return {"straddling": instruct.straddling_poems(bodies, [p.body for p in val], LEAK_MIN_CHARS),
+            "contaminated": instruct.contaminated_by_requests(bodies, prompts, DECONTAMINATE_N)}
+
+
+def build(corpus_dir: Path, out_dir: Path, tokens: bool = True, split: str = "poem",
+          train_mix: dict | None = None) -> dict:
+    """Write the three files into out_dir; return the figures data/README.md reports.
+
+    split="record" trusts the corpus's per-record split: no train poem leaves training for being
+    the same poem as a validation one, and none for sharing text with the grader's requests (the
+    leaky variant bench/instruct_compare.py measures; never shipped).  train_mix replaces TRAIN_MIX
+    (the same bench's equal mix).
+    """
     start = time.perf_counter()
-    train, val, table, tunes, held_out = load_corpus(corpus_dir)
-    train_pools = make_pools(train, table, tunes, banned_lines=held_out)
-    left_out = sum(1 for p in train if any(ln in held_out for ln in p.lines))
-    val_pools = make_pools(val, table, tunes)
+    train, val, table, tunes, _ = load_corpus(corpus_dir)
     # eval prompts that name a title use only titles that no train poem has
     eval_pools = make_pools(val, table, tunes, banned_titles={p.title for p in train})
-
-    sets = {
-        "train": [{"conversations": r["messages"], "task": r["task"]}
-                  for r in build_conversations(train_pools, TRAIN_COUNTS, f"{SEED}:train")],
-        "val": [{"conversations": r["messages"], "task": r["task"]}
-                for r in build_conversations(val_pools, VAL_COUNTS, f"{SEED}:val")],
-    }
     prompts = build_eval(eval_pools, f"{SEED}:eval")
+    leaving = leaving_training(train, val, prompts) if split == "poem" else {"straddling": [], "contaminated": []}
+    leave_out = set(leaving["straddling"]) | set(leaving["contaminated"])
+    train_pools = make_pools(train, table, tunes, leave_out=leave_out)
+    val_pools = make_pools(val, table, tunes)
+    counts = {"train": instruct.mix_counts(train_mix or TRAIN_MIX, TRAIN_SIZE), "val": instruct.mix_counts(VAL_MIX, VAL_SIZE)}
+    sets = {
+        "train": [instruct.to_chat_record(r["messages"], r["task"])
+                  for r in build_conversations(train_pools, counts["train"], f"{SEED}:train")],
+        "val": [instruct.to_chat_record(r["messages"], r["task"])
+                for r in build_conversations(val_pools, counts["val"], f"{SEED}:val")],
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "sft_poetry_train.jsonl.gz", sets["train"], compress=True)
     write_jsonl(out_dir / "sft_poetry_val.jsonl.gz", sets["val"], compress=True)
     write_jsonl(out_dir / "sft_eval_prompts.jsonl", prompts, compress=False)
 
-    figures: dict = {"cipai": table, "left_out_train_poems": left_out, "splits": {}}
-    for split, rows in sets.items():
+    figures: dict = {"cipai": table, "left_out_train_poems": len(leave_out),
+                     "straddling": len(leaving["straddling"]), "contaminated": len(leaving["contaminated"]),
+                     "contaminated_only": len(set(leaving["contaminated"]) - set(leaving["straddling"])),
+                     "splits": {}}
+    for name, rows in sets.items():
         fig = {"conversations": len(rows),
                "tasks": dict(sorted(collections.Counter(r["task"] for r in rows).items())),
                "system": sum(r["conversations"][0]["role"] == "system" for r in rows)}
         if tokens:
             fig.update(token_stats(rows, corpus_dir / "tokenizer"))
-        figures["splits"][split] = fig
+        figures["splits"][name] = fig
     figures["eval"] = {"prompts": len(prompts),
                        "tasks": dict(collections.Counter(r["task"] for r in prompts)),
                        "system": sum(r["system"] for r in prompts)}
@@ -536,10 +511,22 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=HERE)
     ap.add_argument("--no-tokens", action="store_true", help="skip the token counts")
     ap.add_argument("--table", action="store_true", help="print the 词牌 table as Markdown")
+    ap.add_argument("--split", choices=("poem", "record"), default="poem",
+                    help="record: no split by poem and no decontamination (the leaky variant; never shipped)")
     args = ap.parse_args()
-    fig = build(args.corpus_dir, args.out_dir, tokens=not args.no_tokens)
+    try:
+        fig = build(args.corpus_dir, args.out_dir, tokens=not args.no_tokens, split=args.split)
+    except NotImplementedError as e:
+        print(f"错误：data/build_sft.py 用的是第 19 课 workbook/data/instruct.py 里的函数，它还没写完：{e}\n"
+                 f"先写完它（python -m workbook check 19），或者用参考实现：WORKBOOK_IMPL=solutions python data/build_sft.py", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as e:
+        print(f"错误：workbook/data/instruct.py 做出了不能训练的对话 (malformed conversation)：{e}", file=sys.stderr)
+        sys.exit(2)
     print(f"词牌 table: {len(fig['cipai'])} tunes, {sum(t['poems'] for t in fig['cipai'].values()):,} "
-          f"train ci; {fig['left_out_train_poems']} train poems left out (share a line with val)")
+          f"train ci; {fig['left_out_train_poems']} train poems left out: {fig['straddling']} the same poem as "
+          f"a validation poem (split by poem), {fig['contaminated']} share {DECONTAMINATE_N} characters with a "
+          f"grader request ({fig['contaminated_only']} of them only that)")
     for split, f in fig["splits"].items():
         print(f"[{split}] {f['conversations']:,} conversations, {f['system']:,} with a system "
               f"prompt; " + ", ".join(f"{k} {v:,}" for k, v in f["tasks"].items()))

@@ -58,7 +58,8 @@ def long_lines(texts):
 
 def test_build_reproduces_the_committed_files_byte_for_byte(tmp_path):
     # one build (~2 s) under another hash seed: no set or dict order leaks into the output
-    env = dict(os.environ, PYTHONHASHSEED="2024")
+    # build_dpo.py makes its chosen answers with build_sft.sample: stage 19's reference functions
+    env = dict(os.environ, PYTHONHASHSEED="2024", WORKBOOK_IMPL="solutions")
     out = subprocess.run([sys.executable, str(DATA / "build_dpo.py"), "--out-dir", str(tmp_path),
                           "--no-tokens"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

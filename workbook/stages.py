@@ -70,6 +70,8 @@ STAGES: tuple[Stage, ...] = (
           "写蒸馏损失 distillation_loss 和它与交叉熵的混合：小学生模型向大老师模型学", part=2),
     Stage("18", "clean_dedup", "清洗与去重 (cleaning & dedup)", ("data.clean",), (),
           "写规范化、过滤规则（返回丢弃原因）、精确去重、MinHash + LSH 近似去重和去污染", part=3),
+    Stage("19", "instruction_data", "指令数据 (instruction data)", ("data.instruct",), (),
+          "把诗做成聊天任务（模板、对话形状）、按诗划分、任务配比、对评分请求去污染", part=3),
     Stage("20", "grpo", "组相对策略优化 (GRPO)", ("train.grpo_loss",), ("14",),
           "写分组采样、completion 掩码、组内相对优势、k3 KL 和 GRPO 损失：用能检查的奖励强化模型自己的采样", part=3),
 )
