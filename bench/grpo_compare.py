@@ -1,6 +1,6 @@
 """GRPO against DPO, offline and on-policy, from the stage-14 model at the same budget (stage 20).
 
-    python bench/grpo_compare.py [--steps 100] [--runs grpo,dpo,dpo_onpolicy] [--report data/base/grpo_compare.json]
+    python bench/grpo_compare.py [--steps 100] [--runs grpo,grpo_loose,dpo,dpo_onpolicy] [--report data/base/grpo_compare.json]
 
 From the shipped SFT model (data/base/full_sft_320.pth), three ways to make its poems keep the form
 and rhyme, each with the workbook's trainers (whatever WORKBOOK_IMPL selects; ``make grpo-demo``
@@ -149,8 +149,9 @@ def table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=100, help="optimizer updates per run (16 answers each)")
-    ap.add_argument("--runs", default="grpo,grpo_loose,dpo,dpo_onpolicy")
-    ap.add_argument("--lr", type=float, default=3e-5, help="GRPO's learning rate")
+    ap.add_argument("--runs", default="grpo,dpo,dpo_onpolicy",
+                    help="any of grpo, grpo_loose (the hackable rhyme rule), dpo, dpo_onpolicy")
+    ap.add_argument("--lr", type=float, default=1e-4, help="GRPO's learning rate")
     ap.add_argument("--dpo_lr", type=float, default=2e-5, help="the DPO runs' learning rate (dpo-demo's)")
     ap.add_argument("--beta", type=float, default=0.02, help="GRPO's β")
     ap.add_argument("--grpo_args", default="", help="more flags for the GRPO run, e.g. '--reward_tones 0'")
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--runs: unknown {sorted(unknown)}" if unknown else f"--steps must be >= 1, got {args.steps}")
     args.out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    report = {"steps": args.steps, "answers_per_step": 16, "start": str(START.relative_to(ROOT)),
+    report = {"command": "python bench/grpo_compare.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "steps": args.steps, "answers_per_step": 16, "start": str(START.relative_to(ROOT)),
               "machine": f"{os.cpu_count()} CPU cores, load average at start {os.getloadavg()[0]:.1f}",
               "dtype": "float32", "rows": [{"run": "sft (start)", "seconds": 0, "grader": grade(START, args.out)}]}
     report["rows"][0]["reward"] = report["rows"][0]["grader"]["reward"]
