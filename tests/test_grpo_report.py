@@ -1,0 +1,28 @@
+"""The GRPO figures the README and notebook 20 quote are the ones make grpo-demo wrote."""
+import json
+
+from tests.helpers import ROOT
+
+REPORT = json.loads((ROOT / "data" / "base" / "grpo_compare.json").read_text(encoding="utf-8"))
+ROWS = {r["run"]: r["grader"] for r in REPORT["rows"]}
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+NOTEBOOK = "".join("".join(c["source"]) for c in json.loads(
+    (ROOT / "notebooks" / "20_grpo.ipynb").read_text(encoding="utf-8"))["cells"])
+
+
+def test_the_report_has_every_run_and_its_command():
+    assert set(ROWS) == {"sft (start)", "grpo", "grpo_loose", "dpo", "dpo_onpolicy"}
+    assert REPORT["command"].startswith("WORKBOOK_IMPL=solutions") and "bench/grpo_compare.py" in REPORT["command"]
+    assert REPORT["steps"] == 100 and all(g["poem_requests"] == 80 for g in ROWS.values())
+
+
+def test_readme_and_notebook_quote_the_report():
+    start, grpo, loose = ROWS["sft (start)"], ROWS["grpo"], ROWS["grpo_loose"]
+    for text in (README, NOTEBOOK):
+        assert f"{start['form']:.1%}" in text and f"{grpo['form']:.1%}" in text
+        assert f"{start['rhyme']:.3f}" in text and f"{grpo['rhyme']:.3f}" in text
+        assert f"{start['repeated_rhyme_char']:.1%}" in text and f"{loose['repeated_rhyme_char']:.1%}" in text
+    assert f"{grpo['pass']:.1%}" in README and f"{ROWS['dpo']['form']:.1%}" in README
+    # the measured claims: GRPO raised form, rhyme and tones; the loose rhyme rule was gamed
+    assert grpo["form"] > start["form"] and grpo["rhyme"] > start["rhyme"] and grpo["tones"] > start["tones"]
+    assert loose["repeated_rhyme_char"] > start["repeated_rhyme_char"] >= grpo["repeated_rhyme_char"]
