@@ -257,6 +257,7 @@ def test_the_progress_bar_shows_the_loss_between_log_lines():
             return SimpleNamespace(loss=self.w * 2.5, aux_loss=torch.tensor(0.5))
 
     run = _Run.__new__(_Run)
+    run.task = SimpleNamespace(count_tokens=True)  # a trainer whose tok/s means labelled tokens
     run.model = Tiny().train()
     run.optimizer = torch.optim.SGD(run.model.parameters(), lr=0.01)
     run.bar = tqdm(total=10, file=io.StringIO())
