@@ -93,6 +93,9 @@ def test_bad_flag_and_bad_prompt_exit_2_before_anything_is_written(prompts, tmp_
     bad.write_text(lines[0] + "\n" + json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
     out = run_py(grpo_args(tmp_path / "bad", bad), mode="solutions")
     assert out.returncode == 2 and f"{bad}:2" in out.stderr, out.stderr[-1500:]
+    # a pattern longer than --max_seq_len (the labels row that carries it): named before step 1
+    out = run_py(grpo_args(tmp_path / "bad", prompts, "--max_seq_len", "3"), mode="solutions")
+    assert out.returncode == 2 and f"{prompts}:1" in out.stderr and "--max_seq_len 3" in out.stderr, out.stderr[-1500:]
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").glob("*.pth"))
 
 

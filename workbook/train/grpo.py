@@ -74,17 +74,15 @@ class PromptDataset(Dataset):
         ids = self.ids[i]
         x = torch.full((self.max_length,), self.pad_id, dtype=torch.long)
         x[self.max_length - len(ids):] = torch.tensor(ids, dtype=torch.long)
-        pattern = self.records[i]["form"]["pattern"]
-        if len(pattern) > self.max_length:
-            raise ValueError(f"prompt {self.records[i]['id']}: a pattern of {len(pattern)} clauses does not fit "
-                             f"--max_seq_len {self.max_length}")
+        pattern = self.records[i]["form"]["pattern"]  # check_data refused one longer than max_length
         y = torch.full((self.max_length,), -100, dtype=torch.long)
         y[:len(pattern)] = torch.tensor(pattern, dtype=torch.long)
         return x, y
 
 
-def load_records(path: str) -> list[dict]:
-    """The prompt records; DataError (file:line) for a line that is not one or has no pattern."""
+def load_records(path: str, max_length: int | None = None) -> list[dict]:
+    """The prompt records; DataError (file:line) for a line that is not one, has no pattern, or
+    has more clauses than max_length (the dataset's labels row carries the pattern)."""
     from ..data.validate import DataError, read_jsonl_lines
     from ..eval.runner import load_prompts
 
@@ -96,17 +94,20 @@ def load_records(path: str) -> list[dict]:
                 and all(isinstance(n, int) and 0 < n < 100 for n in pattern)):
             raise DataError(path, 'GRPO 的奖励按体裁打分：每条提示都要有 "form": {"pattern": [每句字数, …]}'
                                   '（至少两句，每句 1–99 个字）', lineno)
+        if max_length is not None and len(pattern) > max_length:
+            raise DataError(path, f"体裁有 {len(pattern)} 句，放不进 --max_seq_len {max_length}：把 --max_seq_len 调大",
+                            lineno)
     return records
 
 
 def make_dataset(path: str, tokenizer, max_length: int):
-    return PromptDataset(load_records(path), tokenizer, max_length)
+    return PromptDataset(load_records(path, max_length), tokenizer, max_length)
 
 
 def check_data(path: str, tokenizer, vocab_size: int, max_length: int | None = None) -> dict:
     from collections import Counter
 
-    records = load_records(path)
+    records = load_records(path, max_length)
     cut = 0
     if max_length is not None:
         for rec in records:
@@ -280,7 +281,7 @@ def prepare_model(model, args):
     ref = copy.deepcopy(model)
     objective = GRPOObjective(model, ref, tokenizer, args)
     objective.rank = int(os.environ.get("RANK", 0))
-    objective.show = objective.rank == 0 and args.samples >= 0
+    objective.show = objective.rank == 0  # one rank prints the groups
     return objective
 
 

@@ -20,7 +20,7 @@ def plot_history(history: dict, path: Path, title: str) -> Path:
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4))
         steps = [s for s, _ in extra]
         for key in extra[-1][1]:
-            if key == "kl":
+            if key in ("kl", "length"):  # other scales: KL on its own axis, length (tokens) left out
                 continue
             ax2.plot(steps, [d.get(key, float("nan")) for _, d in extra], label=key, lw=1)
         ax2.set_xlabel("optimizer step"); ax2.set_title(f"{title}: reward"); ax2.grid(alpha=0.3)
