@@ -4,7 +4,8 @@ import torch
 
 from tests.helpers import ROOT
 from workbook import _modes
-from workbook.model.generate import Sampling, decode_batch, generate, left_pad, next_tokens, row_generator
+from workbook.model.generate import (Sampling, decode_batch, generate, left_pad, next_tokens, prefill, prefill_groups,
+                                     row_generator)
 
 DATA = ROOT / "data"
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -36,6 +37,70 @@ def one_by_one(model, prompts, n, eos):
 def test_left_pad_puts_every_prompt_at_the_right_edge():
     ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_prefill_groups_cut_where_padding_costs_more_than_a_forward():
+    # one long prompt among short ones: it runs alone
+    assert prefill_groups([2, 3, 3, 4, 100], group_cost=24) == [0, 4]
+    # similar lengths: one group (a second forward costs more than the padding it saves)
+    assert prefill_groups([40, 41, 42, 44], group_cost=24) == [0]
+    # free forwards: every distinct length is its own group; very dear ones: a single group
+    assert prefill_groups([1, 1, 5, 9, 9], group_cost=0) == [0, 2, 3]
+    assert prefill_groups([1, 1, 5, 9, 90], group_cost=10**6) == [0]
+
+
+def test_grouped_prefill_equals_one_padded_forward():
+    """Groups with a masked past of zeros give the padded batch's logits and cache."""
+    model = tiny_model(3)
+    g = torch.Generator().manual_seed(1)
+    rows = [torch.randint(3, 6400, (n,), generator=g).tolist() for n in (1, 2, 4, 4, 9, 30)]
+    assert len(prefill_groups([len(r) for r in rows])) > 1  # really grouped
+    with torch.no_grad():
+        lg, pg, mg = prefill(model, rows, grouped=True)
+        lw, pw, mw = prefill(model, rows, grouped=False)
+    assert torch.equal(mg, mw) and mg.shape == (6, 30)
+    assert torch.allclose(lg, lw, atol=1e-5), (lg - lw).abs().max()
+    real = mw.bool()  # padding slots hold zeros in one and junk in the other: never attended
+    for (kg, vg), (kw, vw) in zip(pg, pw):
+        assert kg.shape == kw.shape == (6, 30, 2, 16)
+        assert torch.allclose(kg[real], kw[real], atol=1e-5) and torch.allclose(vg[real], vw[real], atol=1e-5)
+
+
+def _nucleus_reference(logits, s, gens):
+    """The textbook rule: sort everything, cut top_k and the nucleus, inverse CDF."""
+    p = torch.softmax(logits / s.temperature, -1)
+    sp, order = p.sort(-1, descending=True)
+    if s.top_k:
+        sp[:, s.top_k:] = 0
+    sp = sp.masked_fill(sp.cumsum(-1) - sp >= s.top_p, 0.0)
+    cdf = sp.cumsum(-1)
+    u = torch.cat([torch.rand(1, generator=x) for x in gens])
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_max(cdf.shape[1] - 1)
+    return order.gather(-1, pick).squeeze(-1)
+
+
+def test_top_p_from_the_head_equals_a_full_sort():
+    # peaked rows (the nucleus is inside the first 64 tokens) and flat rows (it is not: the
+    # fallback sorts everything); the draws must be the textbook rule's, token for token
+    g = torch.Generator().manual_seed(0)
+    for scale in (12.0, 0.5):
+        logits = torch.randn(32, 6400, generator=g) * scale
+        for s in (Sampling(temperature=0.8, top_p=0.9), Sampling(temperature=1.0, top_p=0.5, top_k=100),
+                  Sampling(temperature=0.7, top_k=20)):
+            got = next_tokens(logits, s, [row_generator(5, i) for i in range(32)])
+            want = _nucleus_reference(logits, s, [row_generator(5, i) for i in range(32)])
+            assert torch.equal(got, want), (scale, s)
+
+
+def test_plain_temperature_sampling_follows_the_softmax():
+    # neither top_k nor top_p: no sort, the CDF runs in vocabulary order; the frequencies of
+    # 20,000 draws match softmax(logits / T) (4 sigma of a binomial)
+    logits = torch.tensor([[2.0, 0.0, 1.0, -1.0, 0.5]]).repeat(20000, 1)
+    s = Sampling(temperature=0.8)
+    got = next_tokens(logits, s, [row_generator(0, i) for i in range(20000)])
+    freq = torch.bincount(got, minlength=5).float() / 20000
+    want = torch.softmax(logits[0] / 0.8, -1)
+    assert ((freq - want).abs() <= 4 * (want * (1 - want) / 20000).sqrt()).all(), (freq, want)
 
 
 def test_greedy_batched_equals_one_by_one_on_a_tiny_model():

@@ -99,37 +99,63 @@ class Attention(nn.Module):
             raise ValueError(f"attention_mask must be (batch, past + seq) = {(bsz, xk.shape[1])}, "
                              f"got {tuple(attention_mask.shape)}; it covers the cached tokens too")
 
-        # (b, total, kv, hd) -> (b, heads, total, hd), the layout matmul and SDPA expect
-        xq = xq.transpose(1, 2)
-        xk = repeat_kv(xk, self.n_rep).transpose(1, 2)
-        xv = repeat_kv(xv, self.n_rep).transpose(1, 2)
-
         # is_causal=True masks the square (s, s) case only: no cache, no padding, more than one token
         use_fast = (self.flash and seq_len > 1 and past_key_value is None
                     and (attention_mask is None or torch.all(attention_mask == 1)))
         if use_fast:
+            # (b, s, heads, hd) -> (b, heads, s, hd), the layout SDPA expects; kv heads repeated
             output = F.scaled_dot_product_attention(
-                xq, xk, xv, attn_mask=None,
+                xq.transpose(1, 2), repeat_kv(xk, self.n_rep).transpose(1, 2),
+                repeat_kv(xv, self.n_rep).transpose(1, 2), attn_mask=None,
                 dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+            # (b, heads, s, hd) -> (b, s, heads·hd)
+            output = output.transpose(1, 2).reshape(bsz, seq_len, -1)
         else:
-            total_len = xk.shape[2]
-            start_pos = total_len - seq_len
-            # scores = q·kᵀ / √hd : (b, heads, s, total), in fp32 from here: exp() of fp16/bf16
-            # scores loses too much precision, and -1e9 would overflow fp16 to -inf
-            scores = (xq @ xk.transpose(-2, -1)).float() / math.sqrt(self.head_dim)
-            # causal: query i sits at position start_pos + i and must not see keys after it —
-            # triu(-inf, 1) on the last seq_len key columns, nothing on the cached ones
-            causal = torch.full((seq_len, total_len), float("-inf"), device=scores.device)
-            scores = scores + torch.triu(causal, diagonal=start_pos + 1)
-            if attention_mask is not None:
-                # padding: (b, total) -> (b, 1, 1, total); 0 -> -1e9 (finite: no NaN if a row is all pad)
-                pad = attention_mask[:, None, None, :].float()
-                scores = scores + (1.0 - pad) * -1e9
-            scores = F.softmax(scores, dim=-1).type_as(xq)
-            scores = self.attn_dropout(scores)
-            output = scores @ xv  # (b, heads, s, hd)
+            output = self._manual(xq, xk, xv, attention_mask)
 
-        # (b, heads, s, hd) -> (b, s, heads·hd) -> (b, s, H)
-        output = output.transpose(1, 2).reshape(bsz, seq_len, -1)
         output = self.resid_dropout(self.o_proj(output))
         return output, past_kv
+
+    def _manual(self, xq: torch.Tensor, xk: torch.Tensor, xv: torch.Tensor,
+                attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """softmax(q·kᵀ/√hd + causal + padding)·v written out: xq (b, s, heads, hd), xk/xv
+        (b, total, nKV, hd) -> (b, s, heads·hd).
+
+        GQA group by group, without repeat_kv: kv head i serves query heads i·n_rep … i·n_rep +
+        n_rep - 1, so those queries are stacked as the rows of one product with k[:, :, i], a
+        strided view of the cache.  The same numbers as repeating k and v n_rep times, without
+        copying them: when decoding, k and v are the whole cache, and copying it at every step
+        and layer cost ~5x this attention (bench/generate_speed.py).  The probabilities keep the
+        (b, heads, s, total) layout, so attn_dropout sees and draws what MiniMind's does.
+        """
+        bsz, seq_len, _, hd = xq.shape
+        g, r = self.n_local_kv_heads, self.n_rep
+        total_len = xk.shape[1]
+        start_pos = total_len - seq_len
+        # head h = i·n_rep + j reads kv head i: (b, s, g, r, hd) -> (b, g, r·s, hd)
+        q = xq.view(bsz, seq_len, g, r, hd).permute(0, 2, 3, 1, 4).reshape(bsz, g, r * seq_len, hd)
+        # one additive mask, (s, total) or (b, 1, 1, s, total).  Causal: query i sits at position
+        # start_pos + i and must not see keys after it — triu(-inf, 1) on the last seq_len key
+        # columns, nothing on the cached ones (a single new token sees every key: no mask at all)
+        mask = None
+        if seq_len > 1:
+            mask = torch.triu(torch.full((seq_len, total_len), float("-inf"), device=xq.device),
+                              diagonal=start_pos + 1)
+        if attention_mask is not None:
+            # padding: (b, total) -> (b, 1, 1, 1, total); 0 -> -1e9 (finite: no NaN if a row is all pad)
+            pad = (1.0 - attention_mask[:, None, None, None, :].float()) * -1e9
+            mask = pad if mask is None else mask + pad
+        # scores = q·kᵀ / √hd : (b, g, r, s, total); group i's (b, r·s, hd) @ (b, hd, total).
+        # In fp32 from here: exp() of fp16/bf16 scores loses too much precision, and -1e9 would
+        # overflow fp16 to -inf.  In place: the product is a fresh tensor, and matmul's backward
+        # does not need it
+        scores = torch.stack([q[:, i] @ xk[:, :, i].transpose(1, 2) for i in range(g)], dim=1)
+        scores = scores.float().div_(math.sqrt(hd)).view(bsz, g, r, seq_len, total_len)
+        if mask is not None:
+            scores = scores.add_(mask)
+        # the weights as MiniMind's attn_dropout sees them, (b, heads, s, total): the same memory
+        probs = F.softmax(scores, dim=-1).type_as(xq).view(bsz, g * r, seq_len, total_len)
+        probs = self.attn_dropout(probs).view(bsz, g, r * seq_len, total_len)
+        output = torch.stack([probs[:, i] @ xv[:, :, i] for i in range(g)], dim=1)  # (b, g, r·s, hd)
+        # (b, g, r, s, hd) -> (b, s, g, r, hd) -> (b, s, heads·hd)
+        return output.view(bsz, g, r, seq_len, hd).permute(0, 3, 1, 2, 4).reshape(bsz, seq_len, -1)
