@@ -157,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     llama_cpp = shutil.which("llama-bench")
     print(f"llama.cpp: {'llama-bench at ' + llama_cpp + ' (GGUF conversion not done here)' if llama_cpp else 'not installed on this machine'}")
     load = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else None
-    report = {"settings": {**vars(args), "torch": torch.__version__, "machine": platform.machine(),
+    weights = Path(args.weights).resolve()
+    # a path inside the repository is recorded relative to it (the report is committed)
+    shown = str(weights.relative_to(ROOT)) if weights.is_relative_to(ROOT) else str(weights)
+    report = {"settings": {**vars(args), "weights": shown, "torch": torch.__version__, "machine": platform.machine(),
                            "cpus": __import__("os").cpu_count(), "loadavg_at_end": load},
               "rows": rows, "greedy_agreement": agree, "llama_cpp": llama_cpp}
     print(f"load average at the end: {load}")

@@ -81,6 +81,24 @@ def test_dpo_losses_of_trimmed_pairs_equal_the_padded_ones(tokenizer):
             assert torch.allclose(full, cut, rtol=RTOL, atol=1e-7), (k, full.item(), cut.item())
 
 
+def test_dpo_objective_leaves_the_width_to_the_batches(tokenizer, monkeypatch):
+    """--trim_padding 0 must really be MiniMind's full width: the objective does not cut it."""
+    import workbook.train.dpo_loss as learner_dpo_loss
+    from workbook.train.dpo import DPOObjective, PairTensors
+
+    # the objective calls stage 16's function: the reference's here, whatever the mode
+    monkeypatch.setattr(learner_dpo_loss, "logits_to_log_probs",
+                        _modes.reference_module("train.dpo_loss").logits_to_log_probs)
+
+    pairs = PairTensors(_modes.reference_module("data.dpo").DPODataset(str(DATA / "dpo_val.jsonl.gz"),
+                                                                      tokenizer, 256))
+    x, y = next(iter(DataLoader(pairs, batch_size=2, shuffle=False)))
+    objective = DPOObjective(tiny_model(1), tiny_model(2), beta=0.1, length_normalize=True)
+    with torch.no_grad():
+        policy, ref, mask, _ = objective.log_probs(x, y)
+    assert x.shape[-1] == 255 and policy.shape == ref.shape == mask.shape == (4, 255)
+
+
 def test_length_grouped_sampler_keeps_the_samples_and_sorts_each_window():
     lengths = [(i * 37) % 101 for i in range(230)]
     inner = DistributedSampler(range(230), num_replicas=1, rank=0, shuffle=True, seed=3)

@@ -16,6 +16,12 @@ logits_to_keep)`` — so it runs the model class of the current ``WORKBOOK_IMPL`
   leave ``(m - n)θ``), and every row is shifted by one constant.  The answers are the same up to
   float rounding; ``tests/test_generate.py`` checks greedy token for token against one-by-one
   decoding on the grader's 120 held-out requests with the shipped model.
+- **No compute on padding in the prefill.**  The prompts' first forward is the costly one (the
+  shortest prompt would be padded to the longest); :func:`prefill` runs rows of similar length
+  as groups, each padded only to its own longest prompt and given a masked past of zeros for the
+  width it lacks, so the joined cache is the full batch's.  The first 16 held-out requests hold
+  947 real tokens, 1,904 padded: their prefill went from 388 to 234 ms (one thread).  On CPU
+  only: a GPU pays per forward more than per padded token, so there the batch runs as one.
 - **Finished rows leave the batch.** A row that wrote ``eos`` is dropped (its cache rows, its
   mask row), so the remaining steps cost only the rows still writing.
 - **Sampling** (``temperature > 0``): temperature, then top-k, then top-p (nucleus), drawn with

@@ -101,11 +101,9 @@ class DPOObjective(Paired):
     def log_probs(self, input_ids, labels):
         """Per-token log-probs of the policy (with grad) and of the reference, (2B, T) each."""
         from .dpo_loss import logits_to_log_probs
-        from .trainer import trim_padding
 
-        # the pairs are padded to --max_seq_len (1024 by default) but rarely longer than 300
-        # tokens: the positions after the last answer token change nothing (causal), so skip them
-        input_ids, labels = trim_padding(input_ids, labels)
+        # padding is cut (or not) by the batches themselves: --trim_padding 1 (the default)
+        # collates with batching.TrimPadding, --trim_padding 0 keeps MiniMind's full width
         x, y, mask = _halves(input_ids, labels)
         out = self.model(x)
         policy = logits_to_log_probs(out.logits, y)
@@ -164,7 +162,7 @@ def evaluate_pairs(objective: DPOObjective, dataset: Dataset, device, batch_size
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=TrimPadding(PAD_ID))
     for x, y in tqdm(itertools.islice(loader, batches), total=batches, desc="验证偏好对 (validation pairs)",
                      unit="batch", leave=False, disable=not show, file=sys.stdout, dynamic_ncols=True):
-        policy, ref, mask, _ = objective.log_probs(x.to(device), y.to(device))  # trims the padding
+        policy, ref, mask, _ = objective.log_probs(x.to(device), y.to(device))
         b = x.shape[0]
         total_loss += dpo_loss(ref, policy, mask, objective.beta,
                                length_normalize=objective.length_normalize).item() * b
