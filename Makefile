@@ -74,6 +74,11 @@ test-fast: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .workbook
 
+# The dtype of the CPU runs below: bfloat16 where the CPU computes it natively (AMX, AVX512-BF16:
+# the committed figures were made so), float32 elsewhere, where bf16 autocast is emulated and
+# several times slower (8x on an AVX2 EPYC).  `make sft-demo DTYPE=bfloat16` overrides.
+DTYPE ?= $(shell $(PY) -c "from workbook.train.trainer import cpu_dtype; print(cpu_dtype())" 2>/dev/null || echo float32)
+
 # The showcase run: ~10 minutes on a 2-core CPU, then poems from titles (see README).
 # Runs whatever WORKBOOK_IMPL selects: your code (default) or the reference (=solutions).
 SHOWCASE_DATA := out/poetry_train.bin
@@ -83,7 +88,7 @@ showcase: setup
 	    --hidden_size 256 --num_hidden_layers 4 --num_attention_heads 4 --num_key_value_heads 2 \
 	    --max_seq_len 128 --batch_size 32 --accumulation_steps 1 --learning_rate 3e-3 \
 	    --max_steps 1000 --log_interval 50 --save_interval 250 --eval_interval 250 --eval_batches 20 \
-	    --num_workers 1 --dtype bfloat16 --samples 5 --device cpu
+	    --num_workers 1 --dtype $(DTYPE) --samples 5 --device cpu
 
 # The shipped base model (data/base/): the starting point of every Part 2 lesson.  Pretrains a
 # 7.6M-parameter MiniMind (hidden 320, 5 layers, 8 q / 2 kv heads) for 3 epochs of the packed
@@ -97,7 +102,7 @@ base-model: setup
 	    --hidden_size 320 --num_hidden_layers 5 --num_attention_heads 8 --num_key_value_heads 2 \
 	    --max_seq_len 256 --batch_size 32 --accumulation_steps 1 --learning_rate 3e-3 --epochs 3 \
 	    --log_interval 25 --save_interval 250 --eval_interval 250 --eval_batches 40 \
-	    --num_workers 1 --dtype bfloat16 --samples 5 --device cpu --no_progress $(BASE_ARGS)
+	    --num_workers 1 --dtype $(DTYPE) --samples 5 --device cpu --no_progress $(BASE_ARGS)
 	mkdir -p data/base
 	cp $(BASE_OUT)/pretrain_320.pth $(BASE_OUT)/pretrain_320_config.json $(BASE_OUT)/pretrain_320_loss.png \
 	    $(BASE_OUT)/pretrain_320_summary.json data/base/
@@ -111,7 +116,7 @@ sft-demo: setup
 	WORKBOOK_IMPL=solutions $(PY) -m workbook.train.full_sft --from_weight data/base/pretrain_320.pth \
 	    --save_dir $(SFT_OUT) --epochs 1 --batch_size 16 --learning_rate 5e-4 --max_seq_len 224 \
 	    --accumulation_steps 1 --log_interval 25 --save_interval 250 --eval_interval 250 --eval_batches 20 \
-	    --num_workers 1 --dtype bfloat16 --samples 5 --device cpu --no_progress $(SFT_ARGS)
+	    --num_workers 1 --dtype $(DTYPE) --samples 5 --device cpu --no_progress $(SFT_ARGS)
 	WORKBOOK_IMPL=solutions $(PY) -m workbook eval data/base/pretrain_320.pth --json $(SFT_OUT)/sft_eval_base.json --show 0
 	WORKBOOK_IMPL=solutions $(PY) -m workbook eval $(SFT_OUT)/full_sft_320.pth --json $(SFT_OUT)/sft_eval_sft.json --show 0
 	cp $(SFT_OUT)/sft_eval_base.json $(SFT_OUT)/sft_eval_sft.json data/base/
@@ -124,19 +129,19 @@ sft-demo: setup
 # reference code; each scored on the task and on the stage-14 prompts (forgetting).  The report goes
 # to data/base/lora_compare.json.  LORA_ARGS="--task acrostic --steps 2000" tries the harder task.
 lora-demo: setup
-	WORKBOOK_IMPL=solutions $(PY) bench/lora_compare.py --report data/base/lora_compare.json $(LORA_ARGS)
+	WORKBOOK_IMPL=solutions $(PY) bench/lora_compare.py --report data/base/lora_compare.json --dtype $(DTYPE) $(LORA_ARGS)
 
 # Stage 16's measured effect: DPO from data/base/full_sft_320.pth on the offline preference pairs,
 # the summed log-prob (the paper's) at β 0.1 and 0.5, same steps and seed, with the reference code;
 # reward accuracy on the held-out pairs, the stage-14 grader, the SFT poems' loss.  MiniMind's mean
 # moves far less in this budget: try DPO_ARGS="--runs mean:0.1,mean:1".
 dpo-demo: setup
-	WORKBOOK_IMPL=solutions $(PY) bench/dpo_compare.py --report data/base/dpo_compare.json $(DPO_ARGS)
+	WORKBOOK_IMPL=solutions $(PY) bench/dpo_compare.py --report data/base/dpo_compare.json --dtype $(DTYPE) $(DPO_ARGS)
 
 # Stage 17's measured effect: a 128-wide, 4-layer student from scratch on the SFT conversations,
 # CE alone against the shipped SFT model as teacher at T = 1 and 2 (α 0.5), same steps and seed.
 distill-demo: setup
-	WORKBOOK_IMPL=solutions $(PY) bench/distill_compare.py --report data/base/distill_compare.json $(DISTILL_ARGS)
+	WORKBOOK_IMPL=solutions $(PY) bench/distill_compare.py --report data/base/distill_compare.json --dtype $(DTYPE) $(DISTILL_ARGS)
 
 # Stage 20's measured effect: GRPO from data/base/full_sft_320.pth with the checkable reward (form,
 # stop, rhyme, tones), against offline DPO and DPO on on-policy pairs at the same budget (100

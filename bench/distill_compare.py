@@ -87,13 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--learning_rate", type=float, default=2e-3)
     ap.add_argument("--out", default="out/distill")
     ap.add_argument("--report", default="out/distill/distill_compare.json")
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                    help="default: bfloat16 on a CPU with native bf16 (AMX, AVX512-BF16), else float32")
     args = ap.parse_args(argv)
+    from workbook.train.trainer import cpu_dtype
+
+    dtype = args.dtype or cpu_dtype()
     out = (ROOT / args.out).resolve()
     common = ["--data_path", str(ROOT / "data" / "sft_poetry_train.jsonl.gz"),
               "--val_path", str(ROOT / "data" / "sft_poetry_val.jsonl.gz"), "--epochs", "1", "--batch_size", "16",
               "--accumulation_steps", "1", "--max_seq_len", "224", "--log_interval", "50",
               "--save_interval", "100", "--eval_interval", "50", "--eval_batches", "20", "--num_workers", "1",
-              "--dtype", "bfloat16", "--device", "cpu", "--samples", "0", "--no_progress", "--seed", "42"]
+              "--dtype", dtype, "--device", "cpu", "--samples", "0", "--no_progress", "--seed", "42"]
     runs = [("ce_only", 1.0, 1.0)] + [(f"kd_T{t}", args.alpha, float(t)) for t in args.temperatures.split(",")]
     rows = []
     for name, alpha, temperature in runs:
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     report_path = ROOT / args.report
     report_path.parent.mkdir(parents=True, exist_ok=True)
     plot(rows, report_path.with_name("distill_curves.png"))
-    report = {"steps": args.steps, "batch_size": 16, "max_seq_len": 224, "learning_rate": args.learning_rate,
+    report = {"dtype": dtype, "steps": args.steps, "batch_size": 16, "max_seq_len": 224, "learning_rate": args.learning_rate,
               "teacher": str(TEACHER.relative_to(ROOT)), "student": {"hidden_size": args.student_hidden,
                                                                     "num_hidden_layers": args.student_layers},
               "data": "data/sft_poetry_train.jsonl.gz", "rows": rows, "plot": "distill_curves.png",

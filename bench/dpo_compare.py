@@ -111,13 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--learning_rate", type=float, default=2e-5)
     ap.add_argument("--out", default="out/dpo")
     ap.add_argument("--report", default="out/dpo/dpo_compare.json")
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                    help="default: bfloat16 on a CPU with native bf16 (AMX, AVX512-BF16), else float32")
     args = ap.parse_args(argv)
+    from workbook.train.trainer import cpu_dtype
+
+    dtype = args.dtype or cpu_dtype()
     out = (ROOT / args.out).resolve()
     common = ["--data_path", str(ROOT / "data" / "dpo_train.jsonl.gz"),
               "--val_path", str(ROOT / "data" / "dpo_val.jsonl.gz"), "--epochs", "1", "--batch_size", "8",
               "--accumulation_steps", "1", "--max_seq_len", str(MAX_SEQ_LEN), "--log_interval", "25",
               "--save_interval", "100", "--eval_interval", "100", "--eval_batches", "25", "--num_workers", "1",
-              "--dtype", "bfloat16", "--device", "cpu", "--samples", "0", "--no_progress", "--seed", "42"]
+              "--dtype", dtype, "--device", "cpu", "--samples", "0", "--no_progress", "--seed", "42"]
     runs = []
     for spec in args.runs.split(","):
         mode, beta = spec.split(":")
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                    **measure(Path(row["weights"]), beta, length_normalize))
         rows.append(row)
         print(table({"rows": rows}), flush=True)
-    report = {"steps": args.steps, "batch_size": 8, "max_seq_len": MAX_SEQ_LEN, "learning_rate": args.learning_rate,
+    report = {"dtype": dtype, "steps": args.steps, "batch_size": 8, "max_seq_len": MAX_SEQ_LEN, "learning_rate": args.learning_rate,
               "start": str(START.relative_to(ROOT)),
               "data": "data/dpo_train.jsonl.gz", "held_out": "data/dpo_val.jsonl.gz", "rows": rows,
               "env": {"WORKBOOK_IMPL": os.environ.get("WORKBOOK_IMPL", "learner"), "cpu_count": os.cpu_count()}}

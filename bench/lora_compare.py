@@ -80,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full_lr", type=float, default=5e-4)
     ap.add_argument("--out", default="out/lora")
     ap.add_argument("--report", default="out/lora/lora_compare.json")
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                    help="default: bfloat16 on a CPU with native bf16 (AMX, AVX512-BF16), else float32")
     args = ap.parse_args(argv)
+    from workbook.train.trainer import cpu_dtype
+
+    dtype = args.dtype or cpu_dtype()
     out = (ROOT / args.out).resolve()
     task = TASKS[args.task]
     steps = args.steps or task["steps"]
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
               "--val_path", str(ROOT / "data" / task["val"]), "--epochs", str(task["epochs"]),
               "--batch_size", "16", "--accumulation_steps", "1", "--max_seq_len", str(task["max_seq_len"]),
               "--log_interval", "50", "--save_interval", "100", "--eval_interval", "100", "--eval_batches", "11",
-              "--num_workers", "1", "--dtype", "bfloat16", "--device", "cpu", "--samples", "0", "--no_progress",
+              "--num_workers", "1", "--dtype", dtype, "--device", "cpu", "--samples", "0", "--no_progress",
               "--seed", "42"]
     task_prompts = ROOT / "data" / task["prompts"]
     sft_prompts = ROOT / "data" / "sft_eval_prompts.jsonl"
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         row["stage14"] = grade(Path(row["weights"]), sft_prompts, lora, 128)
         row["learning_rate"] = lr
         rows.append(row)
-    report = {"task": args.task, "steps": steps, "batch_size": 16, "max_seq_len": task["max_seq_len"],
+    report = {"dtype": dtype, "task": args.task, "steps": steps, "batch_size": 16, "max_seq_len": task["max_seq_len"],
               "start": str(START.relative_to(ROOT)), "data": f"data/{task['train']}", "rows": rows,
               "env": {"WORKBOOK_IMPL": os.environ.get("WORKBOOK_IMPL", "learner"), "cpu_count": os.cpu_count()}}
     path = (ROOT / args.report)

@@ -258,6 +258,12 @@ def cpu_has_bf16() -> bool:
         return True
 
 
+def cpu_dtype() -> str:
+    """The --dtype for a CPU run: bfloat16 where the CPU computes it natively, else float32
+    (make's demo targets and the bench/*_compare.py scripts default to it)."""
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
 class SingleProcess:
     """What init_distributed_mode returns outside torchrun (stage 12 is not needed then)."""
 
