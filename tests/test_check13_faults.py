@@ -59,7 +59,7 @@ def test_attention_without_causal_mask_is_named(tmp_path):
     rel = "workbook/model/attention.py"
     _inject(tree, rel, "dropout_p=self.dropout if self.training else 0.0, is_causal=True)",
             "dropout_p=self.dropout if self.training else 0.0, is_causal=False)")
-    _inject(tree, rel, "scores = scores + torch.triu(causal, diagonal=start_pos + 1)", "pass")
+    _inject(tree, rel, "mask = torch.triu(causal, diagonal=start_pos + 1)", "pass")
     result = _check13(tree)
     assert result["status"] == "fail", result["message"]
     assert "未来的 token" in result["message"] and "因果掩码 (causal mask)" in result["message"], result["message"]

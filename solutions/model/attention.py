@@ -139,8 +139,8 @@ class Attention(nn.Module):
         # columns, nothing on the cached ones (a single new token sees every key: no mask at all)
         mask = None
         if seq_len > 1:
-            mask = torch.triu(torch.full((seq_len, total_len), float("-inf"), device=xq.device),
-                              diagonal=start_pos + 1)
+            causal = torch.full((seq_len, total_len), float("-inf"), device=xq.device)
+            mask = torch.triu(causal, diagonal=start_pos + 1)
         if attention_mask is not None:
             # padding: (b, total) -> (b, 1, 1, 1, total); 0 -> -1e9 (finite: no NaN if a row is all pad)
             pad = (1.0 - attention_mask[:, None, None, None, :].float()) * -1e9
