@@ -57,3 +57,12 @@ def test_readme_quotes_the_post_training_speedups():
         for arm in ("trimmed", "grouped"):
             assert f"{arms[arm]['ratio_to_padded']:.2f}×" in README, (trainer, arm)
     assert report["sft"]["arms"]["trimmed"]["ratio_to_padded"] >= 2.0  # the goal: 2x MiniMind's padded SFT
+
+
+def test_readme_quotes_the_dpo_validation_times():
+    import re
+    text = (RESULTS / "dpo_val_speed_cpu.txt").read_text(encoding="utf-8")
+    seconds = {arm: float(re.search(rf"^{arm}\s+([\d.]+) s", text, re.M).group(1)) for arm in ("trimmed", "padded")}
+    ratio = seconds["padded"] / seconds["trimmed"]
+    assert f"{seconds['trimmed']:.0f} 秒，不裁剪 {seconds['padded']:.0f} 秒（{ratio:.1f}×" in README
+    assert f"{seconds['trimmed']:.0f} s, against {seconds['padded']:.0f} s padded ({ratio:.1f}×" in README

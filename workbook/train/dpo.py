@@ -139,10 +139,11 @@ save_weights = save_trained_weights
 
 @torch.no_grad()
 def evaluate_pairs(objective: DPOObjective, dataset: Dataset, device, batch_size: int = 8,
-                   limit: int | None = None, show: bool = False) -> dict:
+                   limit: int | None = None, show: bool = False, trim_padding: bool = True) -> dict:
     """On held-out pairs (the first `limit`, or all): DPO loss, reward accuracy (share with
     r_chosen > r_rejected), mean margin, and the mean implicit rewards r = β·(log π − log π_ref)
-    of chosen and rejected.  show: a progress bar."""
+    of chosen and rejected.  show: a progress bar.  trim_padding: cut each batch to its longest
+    pair (the same figures; False runs MiniMind's full width, bench/dpo_val_speed.py)."""
     import itertools
     import math
     import sys
@@ -159,7 +160,8 @@ def evaluate_pairs(objective: DPOObjective, dataset: Dataset, device, batch_size
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     batches = math.ceil(len(dataset) / batch_size)
     # batches cut to their longest pair: the log-probs of the real tokens do not change
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=TrimPadding(PAD_ID))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        collate_fn=TrimPadding(PAD_ID) if trim_padding else None)
     for x, y in tqdm(itertools.islice(loader, batches), total=batches, desc="验证偏好对 (validation pairs)",
                      unit="batch", leave=False, disable=not show, file=sys.stdout, dynamic_ncols=True):
         policy, ref, mask, _ = objective.log_probs(x.to(device), y.to(device))
