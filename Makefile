@@ -147,8 +147,8 @@ distill-demo: setup
 # stop, rhyme, tones), against offline DPO and DPO on on-policy pairs at the same budget (100
 # updates on 16 answers each), with the reference code; greedy answers to the 120 held-out requests
 # graded before and after.  Report data/base/grpo_compare.json, curves data/base/grpo_curves.png.
-# ~23 minutes on 2 cores (the committed run with grpo_loose took 30); GRPO_ARGS="--runs grpo,grpo_loose,dpo,dpo_onpolicy" adds the run with the
-# hackable rhyme rule (+7 minutes), as the committed report has it.
+# ~12 minutes on 2 cores (the committed run with grpo_loose took 16); GRPO_ARGS="--runs grpo,grpo_loose,dpo,dpo_onpolicy" adds the run with the
+# hackable rhyme rule (+4 minutes), as the committed report has it.
 grpo-demo: setup
 	WORKBOOK_IMPL=solutions $(PY) bench/grpo_compare.py --report data/base/grpo_compare.json $(GRPO_ARGS)
 

@@ -48,7 +48,7 @@ def run(cmd: list[str]) -> float:
 
 def grade(weights: Path, out: Path) -> dict:
     """The grader's verdicts and the reward's parts of greedy answers to the held-out requests."""
-    from workbook.eval.forms import clauses, form_of_pattern, split_title_line
+    from workbook.eval.forms import form_of_pattern
     from workbook.eval.reward import score
     from workbook.eval.runner import load_prompts
 
@@ -70,8 +70,7 @@ def grade(weights: Path, out: Path) -> dict:
         parts["repetitive"] += r.repetitive
         if r.form:  # the hack the strict rhyme rule closes: one rhyme character used twice
             formed += 1
-            ends = [line[-1] for line in clauses(split_title_line(a["answer"])[1])[1::2] if line]
-            repeated += len(set(ends)) < len(ends)
+            repeated += r.repeated_end
         if form_of_pattern(p["form"]["pattern"]) and len(p["form"]["pattern"]) in (4, 8):
             shi += 1
             rhymed += r.form == 1 and r.rhyme == 1.0
@@ -116,13 +115,15 @@ def onpolicy_pairs(out: Path, prompts: int) -> tuple[Path, float, int]:
     return pairs, seconds, n
 
 
-def plot(curve: list, path: Path) -> None:
+def plot(curves: dict, path: Path) -> None:
+    """GRPO's sample rewards and KL; with grpo_loose, each rule's share of samples in repeated_end."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    curve = curves["grpo"]
     steps = [s for s, _ in curve]
-    fig, (ax, kl) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (ax, kl, hole) = plt.subplots(1, 3, figsize=(15, 3.8))
     for key in ("reward", "form", "rhyme", "tones"):
         ax.plot(steps, [d[key] for _, d in curve], label=key, lw=1.2)
     ax.set_xlabel("optimizer step"); ax.set_title("GRPO: reward of the samples (mean of 5 steps)")
@@ -131,6 +132,11 @@ def plot(curve: list, path: Path) -> None:
     kl.plot(steps, [d["length"] / 1000 for _, d in curve], "c--", lw=1, label="length / 1000 (tokens)")
     kl.set_xlabel("optimizer step"); kl.set_title("GRPO: KL to the reference, answer length")
     kl.grid(alpha=0.3); kl.legend(fontsize=8)
+    for name, label in (("grpo", "strict rule (no repeated rhyme char)"), ("grpo_loose", "loose rule (a repeat rhymes)")):
+        if name in curves:
+            hole.plot([s for s, _ in curves[name]], [d["repeated_end"] for _, d in curves[name]], lw=1.2, label=label)
+    hole.set_xlabel("optimizer step"); hole.set_title("samples in form ending two even lines alike")
+    hole.grid(alpha=0.3); hole.legend(fontsize=8)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
@@ -165,23 +171,25 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--runs: unknown {sorted(unknown)}" if unknown else f"--steps must be >= 1, got {args.steps}")
     args.out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    report = {"command": "python bench/grpo_compare.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    env = "".join(f"{k}={os.environ[k]} " for k in ("WORKBOOK_IMPL", "OMP_NUM_THREADS") if k in os.environ)
+    report = {"command": env + "python bench/grpo_compare.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "steps": args.steps, "answers_per_step": 16, "start": str(START.relative_to(ROOT)),
-              "machine": f"{os.cpu_count()} CPU cores, load average at start {os.getloadavg()[0]:.1f}",
+              "machine": f"{os.cpu_count()} CPU cores, {os.environ.get('OMP_NUM_THREADS', 'torch default')} threads, "
+                         f"load average at start {os.getloadavg()[0]:.1f}",
               "dtype": "float32", "rows": [{"run": "sft (start)", "seconds": 0, "grader": grade(START, args.out)}]}
     report["rows"][0]["reward"] = report["rows"][0]["grader"]["reward"]
     for name in runs:
         row: dict = {"run": name}
         if name == "grpo":
             got = train_grpo(args.out, args.steps, args.lr, args.beta, args.grpo_args.split())
-            plot(got["curve"], args.curves)
             row.update(learning_rate=args.lr, beta=args.beta, seconds=got["train_seconds"],
                        curve=[(s, {k: round(v, 4) for k, v in d.items()}) for s, d in got["curve"]])
         elif name == "grpo_loose":  # the rhyme rule before 不重韵: does GRPO find the hole?
             got = train_grpo(args.out, args.steps, args.lr, args.beta,
                              ["--reward_distinct_rhymes", "0", *args.grpo_args.split()], name="grpo_loose")
             row.update(learning_rate=args.lr, beta=args.beta, seconds=got["train_seconds"],
-                       reward_distinct_rhymes=False)
+                       reward_distinct_rhymes=False,
+                       curve=[(s, {k: round(v, 4) for k, v in d.items()}) for s, d in got["curve"]])
         elif name == "dpo":
             got = train_dpo(args.out, "dpo_offline", ROOT / "data" / "dpo_train.jsonl.gz", args.steps, args.dpo_lr)
             row.update(learning_rate=args.dpo_lr, beta=0.1, seconds=got["train_seconds"])
@@ -193,11 +201,30 @@ def main(argv: list[str] | None = None) -> int:
         row["grader"] = grade(got["weights"], args.out)
         row["reward"] = row["grader"]["reward"]
         report["rows"].append(row)
+    curves = {row["run"]: row["curve"] for row in report["rows"] if "curve" in row}
+    for row in report["rows"]:
+        if "curve" in row:  # the training samples: 16 per step, so a quarter of the run is 400 of them
+            q = max(args.steps // 4, 1)
+            points = [(s, s - prev, d["repeated_end"]) for (prev, _), (s, d) in
+                      zip([(0, None), *row["curve"][:-1]], row["curve"])]  # a point is the mean of (s - prev) steps
+
+            def share(keep):
+                got = [(w, v) for s, w, v in points if keep(s)]
+                return round(sum(w * v for w, v in got) / max(sum(w for w, _ in got), 1), 4)
+            row["samples_repeated_end"] = {"steps": q, "first": share(lambda s: s <= q),
+                                           "last": share(lambda s: s > args.steps - q)}
+    if "grpo" in curves:
+        plot(curves, args.curves)
     report["total_seconds"] = round(time.perf_counter() - began, 1)
     report["load_average_at_end"] = round(os.getloadavg()[0], 1)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
     print(table(report))
+    for row in report["rows"]:
+        if "samples_repeated_end" in row:
+            h = row["samples_repeated_end"]
+            print(f"{row['run']}: 训练样本里格式对、偶数句末字重复的比例 (repeated_end)：前 {h['steps']} 步 {h['first']:.1%}，"
+                  f"最后 {h['steps']} 步 {h['last']:.1%}（每步 16 个样本）")
     print(f"总用时 {report['total_seconds']:.0f} 秒；报告 {args.report}；GRPO 曲线 {args.curves}")
     return 0
 

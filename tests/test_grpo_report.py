@@ -23,6 +23,22 @@ def test_readme_and_notebook_quote_the_report():
         assert f"{start['rhyme']:.3f}" in text and f"{grpo['rhyme']:.3f}" in text
         assert f"{start['repeated_rhyme_char']:.1%}" in text and f"{loose['repeated_rhyme_char']:.1%}" in text
     assert f"{grpo['pass']:.1%}" in README and f"{ROWS['dpo']['form']:.1%}" in README
-    # the measured claims: GRPO raised form, rhyme and tones; the loose rhyme rule was gamed
+    # the measured claims: GRPO raised form, rhyme and tones, and the DPOs lowered form
     assert grpo["form"] > start["form"] and grpo["rhyme"] > start["rhyme"] and grpo["tones"] > start["tones"]
-    assert loose["repeated_rhyme_char"] > start["repeated_rhyme_char"] >= grpo["repeated_rhyme_char"]
+    assert ROWS["dpo"]["form"] < start["form"] and ROWS["dpo_onpolicy"]["form"] < start["form"]
+
+
+def test_the_hole_is_counted_on_the_training_samples():
+    """The claim that GRPO did not measurably use the loose rule's hole in 100 steps: the share of
+    training samples in repeated_end moved by less than two standard errors (400 samples a side)."""
+    import math
+
+    holes = {r["run"]: r["samples_repeated_end"] for r in REPORT["rows"] if r["run"] in ("grpo", "grpo_loose")}
+    assert set(holes) == {"grpo", "grpo_loose"}
+    for run, h in holes.items():
+        assert h["steps"] == 25
+        for text in (README, NOTEBOOK):
+            assert f"{h['first']:.1%}" in text and f"{h['last']:.1%}" in text, run
+        n = 16 * h["steps"]
+        p = (h["first"] + h["last"]) / 2
+        assert abs(h["last"] - h["first"]) < 2 * math.sqrt(2 * p * (1 - p) / n), (run, h)

@@ -50,6 +50,7 @@ def test_grpo_samples_scores_and_trains(prompts, tmp_path):
     # step 1: the policy is the reference (KL 0) and the batch-normalised advantages average 0
     assert logs[0]["kl"] == 0 and abs(logs[0]["loss"]) < 1e-5, logs[0]
     assert all(0 <= d["reward"] <= 2.25 and 0 <= d["form"] <= 1 and d["length"] > 0 for d in logs), logs
+    assert all(0 <= d["repeated_end"] <= d["form"] for d in logs), logs  # counted among samples in form
     assert logs[-1]["kl"] > 0, "the policy never moved away from the reference"
     assert "tok/s" not in out.stdout.split("micro-step 1/")[1].splitlines()[0]  # no made-up token rate
     # a group shown: its best and worst answers, or that all four scored the same

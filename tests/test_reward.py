@@ -84,6 +84,11 @@ def test_a_repeated_rhyme_character_does_not_rhyme():
     assert not strict.repetitive  # no run of three, no line twice: only the rhyme rule sees it
     real = R.score("床前明月光，疑是地上霜。举头望明月，低头思故乡。", [5, 5, 5, 5], stopped=True)
     assert real.rhyme == 1.0  # two different rhyme characters in one group
+    # repeated_end marks the hole, whichever rule scored it, only when the form is right
+    assert strict.repeated_end and loose.repeated_end and not real.repeated_end
+    assert not R.score(poem, [7, 7, 7, 7], stopped=True).repeated_end
+    odd = R.score("云光连海月，风暖入山云。云色连山影，山光入海月。", [5, 5, 5, 5], stopped=True)
+    assert not odd.repeated_end  # an odd line's end repeating an even one's is not the hole
 
 
 def test_a_title_line_is_not_part_of_the_poem():

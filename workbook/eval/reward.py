@@ -15,7 +15,8 @@ reward model; for a poetry model every part of this reward is a rule a learner c
   (and 6th) characters alternate (二四不同, 二四六分明);
 - **repetition** — a guard against reward hacking: the same character three times in a row, or
   the same line twice, zeroes the rhyme and tone parts (``AAAAA，AAAAA`` rhymes perfectly); and a
-  rhyme character used twice (``…云 / …云``) does not rhyme (不重韵), a hack GRPO found without it.
+  rhyme character used twice (``…云 / …云``) does not rhyme (不重韵), a hole the loose rule leaves
+  open (``repeated_end`` counts its use; ``make grpo-demo`` measures it under both rules).
 
 ``score(answer, pattern, stopped)`` returns every part and their weighted ``total``.
 """
@@ -70,8 +71,8 @@ def rhyme_score(lines: list[str], distinct: bool = True) -> float:
     Fewer than two even lines: nothing to rhyme, 0.
 
     distinct: a rhyme character used again (云 … 云) counts as not rhyming (不重韵: classical verse
-    does not rhyme a character with itself).  Without it the rule pays for repeating one ending,
-    and GRPO learns to (``make grpo-demo`` measures it); ``distinct=False`` is that hackable rule.
+    does not rhyme a character with itself).  Without it the rule pays for repeating one ending;
+    ``distinct=False`` is that hackable rule (``make grpo-demo`` trains with both).
     """
     ends = [line[-1] for line in lines[1::2] if line]
     seen: set[str] = set()
@@ -109,6 +110,13 @@ def repetitive(lines: list[str]) -> bool:
     return any(_RUN_OF_THREE.search(line) for line in lines) or len(set(lines)) < len(lines)
 
 
+def repeated_end(lines: list[str]) -> bool:
+    """Two even lines end on the same character (…山云 / …白云): the hole the strict rhyme rule
+    closes (not counted as rhyme with ``distinct``; the loose rule pays for it)."""
+    ends = [line[-1] for line in lines[1::2] if line]
+    return len(set(ends)) < len(ends)
+
+
 @dataclass
 class Reward:
     form: float
@@ -117,6 +125,7 @@ class Reward:
     tones: float
     repetitive: bool
     total: float
+    repeated_end: bool = False  # form right and an even-line end character used twice
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,4 +149,4 @@ def score(answer: str, pattern: list[int], stopped: bool, *, tones: bool = True,
     stop = float(stopped)
     total = (WEIGHTS["form"] * form + WEIGHTS["stop"] * stop + WEIGHTS["rhyme"] * rhyme
              + (WEIGHTS["tones"] * tone if tones else 0.0))
-    return Reward(form, stop, rhyme, tone, degenerate, round(total, 6))
+    return Reward(form, stop, rhyme, tone, degenerate, round(total, 6), bool(form) and repeated_end(lines))

@@ -15,8 +15,9 @@ harness is the one every trainer shares (``workbook.train.trainer``).  What GRPO
 - then the learner's stage-20 code: the completion mask, per-token log-probs of the policy (with
   gradient) and of the frozen reference (the starting weights), group-relative advantages and
   ``grpo_loss``; the loop sees that loss as the model's ``.loss`` (``workbook.train.paired``);
-- the log: mean reward and each part, completion length, KL and the share of degenerate
-  (repetitive) samples, every ``--log_interval``; a group's best and worst completion every
+- the log: mean reward and each part, completion length, KL, the share of degenerate
+  (repetitive) samples and of samples in form whose even lines end on one character twice
+  (repeated_end: the hole ``--reward_distinct_rhymes 0`` leaves open), every ``--log_interval``; a group's best and worst completion every
   ``--sample_interval``; at the end, greedy answers to held-out requests with their rewards.
 
 Start from an SFT model: ``--from_weight data/base/full_sft_320.pth`` (the shipped stage-14 model).
@@ -219,7 +220,8 @@ class GRPOObjective(Paired):
 
     def _record(self, rewards, scored, lengths, kl) -> None:
         figures = {"reward": rewards.mean().item(), "kl": kl.item(), "length": lengths.mean().item(),
-                   "repetitive": sum(r.repetitive for _, r in scored) / len(scored)}
+                   "repetitive": sum(r.repetitive for _, r in scored) / len(scored),
+                   "repeated_end": sum(r.repeated_end for _, r in scored) / len(scored)}
         for part in PARTS:
             figures[part] = sum(getattr(r, part) for _, r in scored) / len(scored)
         for k, v in figures.items():
@@ -228,7 +230,7 @@ class GRPOObjective(Paired):
 
     def log_figures(self) -> dict:
         """Means over the micro-steps since the previous call (then reset); the same keys always."""
-        keys = ("reward", *PARTS, "length", "kl", "repetitive")
+        keys = ("reward", *PARTS, "length", "kl", "repetitive", "repeated_end")
         out = {k: self._sums.get(k, 0.0) / max(self._n, 1) for k in keys}
         self._sums, self._n = {}, 0
         return out
