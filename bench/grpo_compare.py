@@ -93,7 +93,20 @@ def train_grpo(out: Path, steps: int, lr: float, beta: float, extra: list[str], 
     import torch
 
     history = torch.load(out / f"{name}_320_resume.pth", weights_only=True)["history"]
-    return {"weights": out / f"{name}_320.pth", "train_seconds": seconds, "curve": history.get("extra", [])}
+    curve = [(s, {k: round(v, 4) for k, v in d.items()}) for s, d in history.get("extra", [])]
+    return {"weights": out / f"{name}_320.pth", "train_seconds": seconds, "curve": curve}
+
+
+def repeated_end_shares(curve: list, steps: int) -> dict:
+    """Share of training samples in repeated_end over the first and the last quarter of the run.
+    A curve point at step s is the mean of the steps since the previous point: weighted by their count."""
+    q = max(steps // 4, 1)
+    points = [(s, s - prev, d["repeated_end"]) for (prev, _), (s, d) in zip([(0, None), *curve[:-1]], curve)]
+
+    def share(lo: int, hi: int) -> float:
+        got = [(w, v) for s, w, v in points if lo < s <= hi]
+        return round(sum(w * v for w, v in got) / max(sum(w for w, _ in got), 1), 4)
+    return {"steps": q, "first": share(0, q), "last": share(steps - q, steps)}
 
 
 def train_dpo(out: Path, name: str, data: Path, steps: int, lr: float) -> dict:
@@ -182,14 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         row: dict = {"run": name}
         if name == "grpo":
             got = train_grpo(args.out, args.steps, args.lr, args.beta, args.grpo_args.split())
-            row.update(learning_rate=args.lr, beta=args.beta, seconds=got["train_seconds"],
-                       curve=[(s, {k: round(v, 4) for k, v in d.items()}) for s, d in got["curve"]])
+            row.update(learning_rate=args.lr, beta=args.beta, seconds=got["train_seconds"], curve=got["curve"])
         elif name == "grpo_loose":  # the rhyme rule before 不重韵: does GRPO find the hole?
             got = train_grpo(args.out, args.steps, args.lr, args.beta,
                              ["--reward_distinct_rhymes", "0", *args.grpo_args.split()], name="grpo_loose")
             row.update(learning_rate=args.lr, beta=args.beta, seconds=got["train_seconds"],
-                       reward_distinct_rhymes=False,
-                       curve=[(s, {k: round(v, 4) for k, v in d.items()}) for s, d in got["curve"]])
+                       reward_distinct_rhymes=False, curve=got["curve"])
         elif name == "dpo":
             got = train_dpo(args.out, "dpo_offline", ROOT / "data" / "dpo_train.jsonl.gz", args.steps, args.dpo_lr)
             row.update(learning_rate=args.dpo_lr, beta=0.1, seconds=got["train_seconds"])
@@ -204,15 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     curves = {row["run"]: row["curve"] for row in report["rows"] if "curve" in row}
     for row in report["rows"]:
         if "curve" in row:  # the training samples: 16 per step, so a quarter of the run is 400 of them
-            q = max(args.steps // 4, 1)
-            points = [(s, s - prev, d["repeated_end"]) for (prev, _), (s, d) in
-                      zip([(0, None), *row["curve"][:-1]], row["curve"])]  # a point is the mean of (s - prev) steps
-
-            def share(keep):
-                got = [(w, v) for s, w, v in points if keep(s)]
-                return round(sum(w * v for w, v in got) / max(sum(w for w, _ in got), 1), 4)
-            row["samples_repeated_end"] = {"steps": q, "first": share(lambda s: s <= q),
-                                           "last": share(lambda s: s > args.steps - q)}
+            row["samples_repeated_end"] = repeated_end_shares(row["curve"], args.steps)
     if "grpo" in curves:
         plot(curves, args.curves)
     report["total_seconds"] = round(time.perf_counter() - began, 1)

@@ -99,6 +99,22 @@ def test_dpo_objective_leaves_the_width_to_the_batches(tokenizer, monkeypatch):
     assert x.shape[-1] == 255 and policy.shape == ref.shape == mask.shape == (4, 255)
 
 
+def test_dpo_validation_padded_gives_the_trimmed_figures(tokenizer, monkeypatch):
+    """evaluate_pairs(trim_padding=False), bench/dpo_val_speed.py's padded arm, measures the same thing."""
+    import workbook.train.dpo_loss as learner_dpo_loss
+    from workbook.train.dpo import DPOObjective, PairTensors, evaluate_pairs
+
+    for name in ("logits_to_log_probs", "dpo_loss", "sequence_log_probs"):  # stage 16: the reference's
+        monkeypatch.setattr(learner_dpo_loss, name, getattr(_modes.reference_module("train.dpo_loss"), name))
+    pairs = PairTensors(_modes.reference_module("data.dpo").DPODataset(str(DATA / "dpo_val.jsonl.gz"),
+                                                                      tokenizer, 256))
+    objective = DPOObjective(tiny_model(1), tiny_model(2), beta=0.1, length_normalize=False)
+    trimmed = evaluate_pairs(objective, pairs, "cpu", batch_size=4, limit=8)
+    padded = evaluate_pairs(objective, pairs, "cpu", batch_size=4, limit=8, trim_padding=False)
+    assert trimmed["pairs"] == padded["pairs"] == 8 and trimmed["margin"] != 0  # two different models
+    assert trimmed == pytest.approx(padded, abs=2e-4), (trimmed, padded)
+
+
 def test_length_grouped_sampler_keeps_the_samples_and_sorts_each_window():
     lengths = [(i * 37) % 101 for i in range(230)]
     inner = DistributedSampler(range(230), num_replicas=1, rank=0, shuffle=True, seed=3)

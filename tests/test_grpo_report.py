@@ -31,11 +31,17 @@ def test_readme_and_notebook_quote_the_report():
 def test_the_hole_is_counted_on_the_training_samples():
     """The claim that GRPO did not measurably use the loose rule's hole in 100 steps: the share of
     training samples in repeated_end moved by less than two standard errors (400 samples a side)."""
+    import importlib.util
     import math
 
     holes = {r["run"]: r["samples_repeated_end"] for r in REPORT["rows"] if r["run"] in ("grpo", "grpo_loose")}
     assert set(holes) == {"grpo", "grpo_loose"}
+    spec = importlib.util.spec_from_file_location("grpo_compare", ROOT / "bench" / "grpo_compare.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    curves = {r["run"]: r["curve"] for r in REPORT["rows"] if r["run"] in holes}
     for run, h in holes.items():
+        assert h == bench.repeated_end_shares(curves[run], REPORT["steps"]), run  # recomputed from the curve
         assert h["steps"] == 25
         for text in (README, NOTEBOOK):
             assert f"{h['first']:.1%}" in text and f"{h['last']:.1%}" in text, run

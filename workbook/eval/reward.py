@@ -66,6 +66,11 @@ def level(char: str) -> str | None:
     return None if tone is None else ("平" if tone <= 2 else "仄")
 
 
+def even_ends(lines: list[str]) -> list[str]:
+    """The last character of lines 2, 4, 6, …: where a poem rhymes."""
+    return [line[-1] for line in lines[1::2] if line]
+
+
 def rhyme_score(lines: list[str], distinct: bool = True) -> float:
     """Share of the even lines' last characters in the most common rhyme group (1.0: all rhyme).
     Fewer than two even lines: nothing to rhyme, 0.
@@ -74,7 +79,7 @@ def rhyme_score(lines: list[str], distinct: bool = True) -> float:
     does not rhyme a character with itself).  Without it the rule pays for repeating one ending;
     ``distinct=False`` is that hackable rule (``make grpo-demo`` trains with both).
     """
-    ends = [line[-1] for line in lines[1::2] if line]
+    ends = even_ends(lines)
     seen: set[str] = set()
     groups = []
     for char in ends:
@@ -113,7 +118,7 @@ def repetitive(lines: list[str]) -> bool:
 def repeated_end(lines: list[str]) -> bool:
     """Two even lines end on the same character (…山云 / …白云): the hole the strict rhyme rule
     closes (not counted as rhyme with ``distinct``; the loose rule pays for it)."""
-    ends = [line[-1] for line in lines[1::2] if line]
+    ends = even_ends(lines)
     return len(set(ends)) < len(ends)
 
 

@@ -17,8 +17,9 @@ harness is the one every trainer shares (``workbook.train.trainer``).  What GRPO
   ``grpo_loss``; the loop sees that loss as the model's ``.loss`` (``workbook.train.paired``);
 - the log: mean reward and each part, completion length, KL, the share of degenerate
   (repetitive) samples and of samples in form whose even lines end on one character twice
-  (repeated_end: the hole ``--reward_distinct_rhymes 0`` leaves open), every ``--log_interval``; a group's best and worst completion every
-  ``--sample_interval``; at the end, greedy answers to held-out requests with their rewards.
+  (repeated_end: the hole ``--reward_distinct_rhymes 0`` leaves open), every ``--log_interval``;
+  a group's best and worst completion every ``--sample_interval``; at the end, greedy answers to
+  held-out requests with their rewards.
 
 Start from an SFT model: ``--from_weight data/base/full_sft_320.pth`` (the shipped stage-14 model).
 """
